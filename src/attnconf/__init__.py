@@ -1,0 +1,3 @@
+"""attention-conformance: a NumPy specification of attention, and a suite that holds frameworks to it."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,19 @@
+"""The adapter contract (base), the registry, and one module per framework."""
+
+from attnconf.adapters.base import (
+    Adapter,
+    AttentionInputs,
+    AttentionOutputs,
+    AttentionWeights,
+    Capabilities,
+    KernelAdapter,
+)
+
+__all__ = [
+    "Adapter",
+    "AttentionInputs",
+    "AttentionOutputs",
+    "AttentionWeights",
+    "Capabilities",
+    "KernelAdapter",
+]

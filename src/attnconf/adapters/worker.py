@@ -1,0 +1,197 @@
+"""Worker processes: frameworks that cannot share a process run behind a proxy.
+
+Keras picks one backend per process, and TensorFlow and torch in one process are fragile, so
+adapters that declare a `process_group` run in a worker process per group. The parent keeps a
+`RemoteAdapter` proxy with the adapter's name and capabilities (read from its class, which
+imports no framework) and forwards calls over a pipe. A worker that crashes or hangs raises
+`WorkerError` for that call only; the next call starts a fresh worker.
+
+Frames are length-prefixed pickles exchanged only between this package's own two processes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, BinaryIO
+
+_HEADER = struct.Struct("!Q")
+DEFAULT_TIMEOUT = 300.0
+
+
+class WorkerError(RuntimeError):
+    """The worker process crashed, hung, or could not start."""
+
+
+class AdapterCallError(RuntimeError):
+    """The adapter raised inside the worker; carries the original type name and message."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+def _write(stream: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks = []
+    while n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read(fd: int, deadline: float | None = None) -> Any:
+    (size,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, deadline))
+    return pickle.loads(_read_exact(fd, size, deadline))
+
+
+class Worker:
+    """One worker process with environment `env`."""
+
+    def __init__(self, env: dict[str, str], timeout: float = DEFAULT_TIMEOUT):
+        self.env = dict(env)
+        self.timeout = timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()
+        self.loaded: set[str] = set()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.loaded.clear()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "attnconf.adapters.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
+        )
+        return self.proc
+
+    def log_tail(self, n: int = 2000) -> str:
+        self.log.seek(0, os.SEEK_END)
+        size = self.log.tell()
+        self.log.seek(max(0, size - n))
+        return self.log.read().decode("utf-8", "replace")
+
+    def _exchange(self, request: tuple[Any, ...]) -> Any:
+        proc = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            _write(proc.stdin, request)
+            reply = _read(proc.stdout.fileno(), time.monotonic() + self.timeout)
+        except TimeoutError:
+            self.close()
+            raise WorkerError(f"worker timed out after {self.timeout:.0f} s (killed)") from None
+        except (EOFError, BrokenPipeError, OSError):
+            code = proc.wait()
+            self.proc = None
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            raise WorkerError(f"worker process died ({how}); its last output:\n{self.log_tail()}") from None
+        if reply[0] == "err":
+            raise AdapterCallError(*reply[1:])
+        return reply[1]
+
+    def call(self, spec: str, method: str, *args: Any) -> Any:
+        if spec not in self.loaded:
+            self._exchange(("load", spec))
+            self.loaded.add(spec)
+        return self._exchange(("call", spec, method, args))
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+class WorkerPool:
+    """Workers keyed by (process group, environment)."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT):
+        self.timeout = timeout
+        self.workers: dict[tuple[str, tuple[tuple[str, str], ...]], Worker] = {}
+
+    def worker(self, group: str, env: dict[str, str]) -> Worker:
+        key = (group, tuple(sorted(env.items())))
+        if key not in self.workers:
+            self.workers[key] = Worker(env, self.timeout)
+        return self.workers[key]
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+        self.workers.clear()
+
+
+class RemoteAdapter:
+    """A proxy for an adapter running in a worker process."""
+
+    def __init__(self, spec: str, cls: Any, pool: WorkerPool):
+        self.spec = spec
+        self.cls = cls
+        self.name = cls.name
+        self.capabilities = cls.capabilities
+        self.framework = getattr(cls, "framework", "")
+        self.api = getattr(cls, "api", "")
+        self.process_group = cls.process_group
+        self._worker = pool.worker(cls.process_group, dict(getattr(cls, "environment", {})))
+
+    def versions(self) -> dict[str, str]:
+        return dict(self._worker.call(self.spec, "versions"))
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_") or not callable(getattr(self.cls, method, None)):
+            raise AttributeError(method)
+        return lambda *args: self._worker.call(self.spec, method, *args)
+
+    def __repr__(self) -> str:
+        return f"RemoteAdapter({self.name!r}, group={self.process_group!r})"
+
+
+def _serve() -> None:
+    """The worker side: read requests from stdin, answer on the original stdout."""
+    proto = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything the framework prints goes to the log, not the protocol
+    sys.stdout = sys.stderr
+    from attnconf.adapters.registry import instantiate, load
+
+    adapters: dict[str, Any] = {}
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            request = _read(fd)
+        except EOFError:
+            return
+        try:
+            if request[0] == "load":
+                adapters[request[1]] = instantiate(load(request[1]).obj)
+                reply: tuple[Any, ...] = ("ok", None)
+            else:
+                _, spec, method, args = request
+                reply = ("ok", getattr(adapters[spec], method)(*args))
+        except Exception as err:  # reported to the parent, which re-raises it
+            reply = ("err", type(err).__name__, str(err), traceback.format_exc())
+        _write(proto, reply)
+
+
+if __name__ == "__main__":
+    _serve()

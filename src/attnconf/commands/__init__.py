@@ -1,0 +1,1 @@
+"""Subcommands of the `attnconf` command line, one module each."""

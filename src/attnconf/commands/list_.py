@@ -1,0 +1,62 @@
+"""List the adapters the registry can see: whether their framework is importable, its version,
+and their capabilities. No framework is imported."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from attnconf.adapters import registry
+from attnconf.adapters.support import distribution_versions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--capabilities", "-c", action="store_true", help="show every capability")
+
+
+def describe(handle: registry.AdapterHandle) -> dict[str, object]:
+    obj = handle.obj
+    caps = obj.capabilities.as_dict() if obj is not None else {}
+    dists = tuple(getattr(obj, "distributions", ()) or ())
+    return {
+        "name": handle.name,
+        "source": handle.source,
+        "available": handle.available,
+        "reason": handle.missing,
+        "framework": getattr(obj, "framework", ""),
+        "api": getattr(obj, "api", ""),
+        "versions": distribution_versions(dists) if dists else {},
+        "capabilities": caps,
+    }
+
+
+def _flags(caps: dict[str, object]) -> str:
+    keys = ("gqa", "kdim_vdim", "value_dim", "output_dim", "custom_scale", "returns_weights",
+            "weight_round_trip", "gradients")
+    on = [k for k in keys if caps.get(k)]
+    causal = f"causal:{caps.get('causal_alignment')}" if caps.get("causal") else "no-causal"
+    return " ".join([causal, *on])
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = [describe(h) for h in registry.discover()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(str(r["name"])) for r in rows), default=10)
+    for r in rows:
+        caps = r["capabilities"]
+        assert isinstance(caps, dict)
+        status = "ok" if r["available"] else "missing"
+        versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items()) or "-"  # type: ignore[union-attr]
+        line = f"{r['name']:<{width}}  {status:<7}  {caps.get('level', '?'):<6}  {versions}"
+        print(line)
+        if r["available"]:
+            print(f"{'':<{width}}    dtypes: {', '.join(caps.get('dtypes', []))}; {_flags(caps)}")
+            if args.capabilities:
+                for k, v in caps.items():
+                    print(f"{'':<{width}}      {k} = {v}")
+        else:
+            print(f"{'':<{width}}    {r['reason']}")
+    return 0

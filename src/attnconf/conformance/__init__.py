@@ -1,0 +1,1 @@
+"""Conformance chapters and the pytest plugin."""

@@ -1,0 +1,118 @@
+"""Running an adapter on a case and comparing it with the reference, with readable failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
+from attnconf.reference import multi_head_attention, scaled_dot_product_attention
+from attnconf.reference.precision import round_to
+from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
+
+Array = np.ndarray[Any, Any]
+
+
+def _as64(x: Array | None) -> Array | None:
+    return None if x is None else np.asarray(x, dtype=np.float64)
+
+
+def as_float64(inputs: AttentionInputs) -> AttentionInputs:
+    """The same inputs in float64 (values unchanged)."""
+    return AttentionInputs(_as64(inputs.query), _as64(inputs.key), _as64(inputs.value),  # type: ignore[arg-type]
+                           inputs.mask, inputs.causal, inputs.scale)
+
+
+def weights_float64(weights: AttentionWeights) -> AttentionWeights:
+    return AttentionWeights(**{n: np.asarray(a, dtype=np.float64) for n, a in weights.arrays().items()})
+
+
+@dataclass
+class Checker:
+    """Bound to one test: the adapter, the dtype, and where measurements are recorded."""
+
+    adapter: Any
+    dtype: str
+    nodeid: str
+    reproduce: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def alignment(self) -> str:
+        return self.adapter.capabilities.causal_alignment or "top_left"
+
+    # -- running ---------------------------------------------------------------------------
+
+    def layer(self, inputs: AttentionInputs, weights: AttentionWeights) -> AttentionOutputs:
+        """Run the adapter's `multi_head_attention` on inputs and weights rounded to the dtype."""
+        x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
+        out = self.adapter.multi_head_attention(x, w, self.dtype)
+        return self._validate(out, x, w)
+
+    def _validate(self, out: Any, x: AttentionInputs, w: AttentionWeights) -> AttentionOutputs:
+        name = self.adapter.name
+        if not isinstance(out, AttentionOutputs):
+            pytest.fail(f"{name}: multi_head_attention returned {type(out).__name__}, expected AttentionOutputs")
+        s = x.shape
+        expected = (s["B"], s["T"], w.output_dim)
+        got = np.shape(out.output)
+        if got != expected:
+            pytest.fail(f"{name}: output has shape {got}, expected (B, T, E_out)={expected}")
+        if out.weights is not None:
+            ew = (s["B"], w.num_heads, s["T"], s["S"])
+            if np.shape(out.weights) != ew:
+                pytest.fail(f"{name}: attention weights have shape {np.shape(out.weights)}, expected (B, H, T, S)={ew}")
+        return out
+
+    def references(self, inputs: AttentionInputs, weights: AttentionWeights) -> tuple[AttentionOutputs, AttentionOutputs]:
+        """(float64 reference, same-precision reference), both on the rounded inputs."""
+        x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
+        exact = multi_head_attention(as_float64(x), weights_float64(w), alignment=self.alignment, dtype="float64")  # type: ignore[arg-type]
+        same = multi_head_attention(x, w, alignment=self.alignment, dtype=self.dtype)  # type: ignore[arg-type]
+        return exact, same
+
+    # -- comparing -------------------------------------------------------------------------
+
+    def agrees(self, inputs: AttentionInputs, weights: AttentionWeights, case: str = "") -> AttentionOutputs:
+        """Run the layer and assert output (and returned weights) agree with the reference."""
+        got = self.layer(inputs, weights)
+        exact, same = self.references(inputs, weights)
+        self.close(got.output, exact.output, same.output, what="output", case=case)
+        if got.weights is not None:
+            self.close(got.weights, exact.weights, same.weights, what="attention weights", case=case)  # type: ignore[arg-type]
+        return got
+
+    def close(self, got: Array, exact: Array, same: Array, what: str, case: str = "") -> Errors:
+        """Assert `got` is within the derived tolerance of `exact`; record the errors."""
+        tol = derive(exact, same, self.dtype)
+        errs = measure(got, exact)
+        self.records.append({"what": what, "case": case, "dtype": self.dtype, "atol": tol.atol,
+                             "reference_error": tol.reference_error, **errs.as_dict()})
+        if errs.nan_mismatch is not None or not errs.max_abs <= tol.atol:
+            pytest.fail(self.message(what, case, errs, tol, np.asarray(got), np.asarray(exact)), pytrace=False)
+        return errs
+
+    def message(self, what: str, case: str, errs: Errors, tol: Tolerance, got: Array, exact: Array) -> str:
+        lines = [f"{what} of adapter {self.adapter.name!r} in {self.dtype}"
+                 + (f" (case {case!r})" if case else "") + " disagrees with the float64 reference"]
+        if errs.nan_mismatch is not None:
+            i = errs.nan_mismatch
+            lines.append(f"  non-finite mismatch at index {i}: expected {exact[i]!r}, got {got[i]!r}")
+        lines.append(f"  max abs error {errs.max_abs:.6g} at index {errs.index}: "
+                     f"expected {errs.expected:.8g}, got {errs.got:.8g}")
+        lines.append(f"  max rel error {errs.max_rel:.6g} (max abs error / max |expected|)")
+        lines.append(f"  tolerance: {tol.explain()}")
+        lines.append(f"  reproduce: {self.reproduce}")
+        return "\n".join(lines)
+
+    def kernel_reference(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
+                         scale: float | None) -> tuple[Array, Array]:
+        """(float64, same precision) reference of `dot_product_attention` on rounded inputs."""
+        q, k, v = (round_to(a, self.dtype) for a in (q, k, v))
+        kw = dict(mask=mask, causal=causal, alignment=self.alignment, scale=scale)
+        exact = scaled_dot_product_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), **kw)  # type: ignore[arg-type]
+        same = scaled_dot_product_attention(q, k, v, dtype=self.dtype, **kw)  # type: ignore[arg-type]
+        return exact, same

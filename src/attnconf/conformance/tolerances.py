@@ -1,0 +1,101 @@
+"""The tolerance policy, in one place. Tolerances are derived, never guessed.
+
+For an implementation's result `got` in precision `p` on inputs already rounded to `p`:
+
+* `exact` is the float64 reference on those same rounded inputs;
+* `same` is the reference evaluated in precision `p` (`attnconf.reference.precision`) on them;
+* `reference_error = max |same - exact|` is what an honest evaluation in `p` costs on this input.
+
+The implementation passes when ``max |got - exact| <= FACTOR * max(reference_error, floor)``,
+with ``floor = FLOOR_ULPS * u_p * max(1, max |exact|)`` and `u_p` the unit roundoff of `p`.
+
+Why these numbers:
+
+* FACTOR = 8: implementations legitimately sum in another order, fuse the scale into the query,
+  or keep the softmax in a wider type; their error is the same order as the reference's own,
+  and 8 leaves room for those reorderings (a random-walk bound for sums of length 64 gives a
+  factor of about sqrt(64) = 8 over a single rounding) while every bug in the faulty-adapter
+  catalog (tests/faulty.py) is caught with a margin of orders of magnitude.
+* FLOOR_ULPS = 16: when the reference happens to round exactly (reference_error close to 0,
+  common in float64), the bound falls back to 16 unit roundoffs of the result's magnitude,
+  the error a well-conditioned chain of four matrix products and a softmax stays within.
+
+NaN is never zeroed out: a NaN in `got` where `exact` is finite is a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from attnconf.reference.precision import UNIT_ROUNDOFF
+
+Array = np.ndarray[Any, Any]
+
+FACTOR = 8.0
+FLOOR_ULPS = 16.0
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An absolute bound and how it was derived."""
+
+    atol: float
+    reference_error: float
+    floor: float
+    dtype: str
+
+    def explain(self) -> str:
+        return (
+            f"atol {self.atol:.3g} = {FACTOR:g} x max(reference error in {self.dtype} "
+            f"{self.reference_error:.3g}, floor {self.floor:.3g} = {FLOOR_ULPS:g} x u_{self.dtype} "
+            f"x max(1, max|expected|))"
+        )
+
+
+def derive(exact: Array, same_precision: Array, dtype: str) -> Tolerance:
+    """The tolerance for comparing an implementation in `dtype` against `exact`."""
+    exact = np.asarray(exact, dtype=np.float64)
+    same = np.asarray(same_precision, dtype=np.float64)
+    finite = np.isfinite(exact)
+    magnitude = float(np.max(np.abs(exact[finite]), initial=0.0))
+    diff = np.abs(same - exact)[finite]
+    reference_error = float(np.max(diff, initial=0.0)) if np.isfinite(diff).all() else float("inf")
+    floor = FLOOR_ULPS * UNIT_ROUNDOFF[dtype] * max(1.0, magnitude)
+    return Tolerance(FACTOR * max(reference_error, floor), reference_error, floor, dtype)
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Measured errors of `got` against `exact`."""
+
+    max_abs: float
+    max_rel: float  # max |got - exact| / max |exact|
+    index: tuple[int, ...]
+    expected: float
+    got: float
+    nan_mismatch: tuple[int, ...] | None  # first index where NaN-ness differs
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "index": list(self.index),
+                "nan_mismatch": None if self.nan_mismatch is None else list(self.nan_mismatch)}
+
+
+def measure(got: Array, exact: Array) -> Errors:
+    """Max absolute and relative error, where it occurs, and any NaN/inf disagreement."""
+    got = np.asarray(got, dtype=np.float64)
+    exact = np.asarray(exact, dtype=np.float64)
+    bad = np.isfinite(got) != np.isfinite(exact)
+    nan_mismatch = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
+    diff = np.abs(got - exact)
+    diff = np.where(np.isfinite(exact) & np.isfinite(got), diff, np.where(bad, np.inf, 0.0))
+    flat = int(np.argmax(diff)) if diff.size else 0
+    index = tuple(int(i) for i in np.unravel_index(flat, diff.shape)) if diff.size else ()
+    max_abs = float(diff.flat[flat]) if diff.size else 0.0
+    scale = float(np.max(np.abs(exact[np.isfinite(exact)]), initial=0.0))
+    max_rel = max_abs / scale if scale > 0 else max_abs
+    return Errors(max_abs, max_rel, index,
+                  float(exact[index]) if diff.size else 0.0, float(got[index]) if diff.size else 0.0,
+                  nan_mismatch)

@@ -1,0 +1,38 @@
+"""The specification: scaled dot-product and multi-head attention in NumPy.
+
+No framework is imported here. float64 is the default precision; `dtype=` evaluates the same
+math in float32, float16 or (emulated) bfloat16.
+"""
+
+from attnconf.reference.attention import (
+    multi_head_attention,
+    project_heads,
+    scaled_dot_product_attention,
+)
+from attnconf.reference.masks import (
+    ALIGNMENTS,
+    additive_to_bool,
+    bool_to_additive,
+    causal_mask,
+    padding_mask,
+)
+from attnconf.reference.positions import sinusoidal_positions
+from attnconf.reference.precision import UNIT_ROUNDOFF, round_to, storage_dtype
+from attnconf.reference.softmax import FULLY_MASKED_POLICIES, softmax
+
+__all__ = [
+    "ALIGNMENTS",
+    "FULLY_MASKED_POLICIES",
+    "UNIT_ROUNDOFF",
+    "additive_to_bool",
+    "bool_to_additive",
+    "causal_mask",
+    "multi_head_attention",
+    "padding_mask",
+    "project_heads",
+    "round_to",
+    "scaled_dot_product_attention",
+    "sinusoidal_positions",
+    "softmax",
+    "storage_dtype",
+]
