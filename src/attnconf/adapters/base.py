@@ -41,6 +41,7 @@ class Capabilities:
         gqa: takes fewer key/value heads than query heads.
         kdim_vdim: takes key and value widths that differ from the query width (layer).
         value_dim: takes a value head width D_v different from D_k.
+        head_dim: takes a key head width D_k other than E_q / H (layer; torch ties them).
         output_dim: takes an output width E_out different from E_q (layer).
         bias_free: runs without projection biases (layer).
         custom_scale: takes a logit scale other than 1/sqrt(D_k).
@@ -59,6 +60,7 @@ class Capabilities:
     gqa: bool = False
     kdim_vdim: bool = False
     value_dim: bool = False
+    head_dim: bool = True
     output_dim: bool = False
     bias_free: bool = True
     custom_scale: bool = False

@@ -30,7 +30,7 @@ class Config:
     E_v: int | None = None
     H: int = 4
     H_kv: int | None = None  # None: same as H
-    D_k: int = 8
+    D_k: int = 4  # E_q = H * D_k, the layout every layer takes (torch ties them)
     D_v: int | None = None  # None: same as D_k
     E_out: int | None = None  # None: same as E_q
     bias: bool = True
@@ -60,6 +60,8 @@ class Config:
             return "adapter takes no grouped-query heads (capabilities.gqa=False)"
         if (d["E_k"] != self.E_q or d["E_v"] != self.E_q) and not caps.kdim_vdim:
             return "adapter takes no separate key/value widths (capabilities.kdim_vdim=False)"
+        if self.H * self.D_k != self.E_q and not caps.head_dim:
+            return "adapter ties the head width to E_q / H (capabilities.head_dim=False)"
         if d["D_v"] != self.D_k and not caps.value_dim:
             return "adapter takes no value head width other than D_k (capabilities.value_dim=False)"
         if d["E_out"] != self.E_q and not caps.output_dim:

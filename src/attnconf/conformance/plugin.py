@@ -75,12 +75,15 @@ def state(config: pytest.Config) -> dict[str, Any]:
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     st = {"handles": handles, "skipped": skipped, "adapters": adapters, "pool": pool,
-          "dtypes": config.getoption("dtype") or list(FLOAT_DTYPES), "differences": diffs}
+          "dtypes": config.getoption("dtype") or list(FLOAT_DTYPES), "differences": diffs,
+          "specs": {h.name: h.spec for h in handles}}
     config.stash[_STATE] = st
     return st
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not any("attnconf" in str(arg) for arg in config.args):
+        return []  # not a conformance run: stay out of the way
     st = state(config)
     lines = ["attnconf adapters:"]
     for a in st["adapters"]:
@@ -146,7 +149,7 @@ def check(request: pytest.FixtureRequest, adapter: Any) -> Checker:
     dtype = request.node.callspec.params.get("dtype", "float64")
     chapter = request.node.name.split("[")[0]
     reproduce = "pytest --pyargs attnconf.conformance " + " ".join(
-        [f"--adapter {shlex.quote(getattr(adapter, 'spec', adapter.name))}", f"--dtype {dtype}",
+        [f"--adapter {shlex.quote(state(request.config)['specs'].get(adapter.name, adapter.name))}", f"--dtype {dtype}",
          f"-k {shlex.quote(chapter)}"]
     )
     checker = Checker(adapter=adapter, dtype=dtype, nodeid=request.node.nodeid, reproduce=reproduce)

@@ -9,6 +9,7 @@ from attnconf.reference.attention import (
     project_heads,
     scaled_dot_product_attention,
 )
+from attnconf.reference.backward import multi_head_attention_vjp, scaled_dot_product_attention_vjp
 from attnconf.reference.masks import (
     ALIGNMENTS,
     additive_to_bool,
@@ -28,10 +29,12 @@ __all__ = [
     "bool_to_additive",
     "causal_mask",
     "multi_head_attention",
+    "multi_head_attention_vjp",
     "padding_mask",
     "project_heads",
     "round_to",
     "scaled_dot_product_attention",
+    "scaled_dot_product_attention_vjp",
     "sinusoidal_positions",
     "softmax",
     "storage_dtype",

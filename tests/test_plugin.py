@@ -1,0 +1,82 @@
+"""The pytest plugin, driven through pytester against a correct and a deliberately wrong adapter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ADAPTERS = '''
+import numpy as np
+from attnconf.adapters.numpy_ref import NumpyAdapter
+from attnconf.adapters.base import AttentionOutputs, Capabilities
+from attnconf.reference import multi_head_attention
+
+class Good(NumpyAdapter):
+    name = "good"
+
+class WrongScale(NumpyAdapter):
+    """Scales logits by 1/d_k instead of 1/sqrt(d_k)."""
+    name = "wrong-scale"
+    capabilities = Capabilities(level="layer", custom_scale=False, dtypes=frozenset({"float64", "float32"}))
+
+    def multi_head_attention(self, inputs, weights, dtype):
+        import dataclasses
+        d_k = weights.key_head_dim
+        return multi_head_attention(dataclasses.replace(inputs, scale=1.0 / d_k), weights, dtype=dtype)
+
+class NotAnAdapter:
+    name = "broken"
+'''
+
+
+@pytest.fixture
+def adapters_module(pytester):
+    pytester.makepyfile(my_adapters=ADAPTERS)
+    pytester.syspathinsert()
+    return pytester
+
+
+def test_correct_adapter_passes(adapters_module):
+    result = adapters_module.runpytest_subprocess("--pyargs", "attnconf.conformance", "--adapter", "my_adapters:Good",
+                                                  "--dtype", "float64", "-k", "agreement or round_trip", "-p", "no:randomly")
+    result.assert_outcomes(passed=21)
+    result.stdout.fnmatch_lines(["attnconf adapters:", "  good (numpy *)"])
+
+
+def test_wrong_adapter_fails_with_a_useful_message(adapters_module):
+    out = adapters_module.path / "results.json"
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance", "--adapter", "my_adapters:WrongScale", "--dtype", "float32",
+        "-k", "test_agreement", f"--attnconf-json={out}")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 9, outcomes
+    text = result.stdout.str()
+    assert "test_agreement[wrong-scale-float32-self]" in text
+    for fragment in ("output of adapter 'wrong-scale' in float32 (case 'self')", "max abs error", "at index (",
+                     "expected ", "got ", "tolerance: atol", "reproduce: pytest --pyargs attnconf.conformance --adapter my_adapters:WrongScale --dtype float32"):
+        assert fragment in text, fragment
+    results = json.loads(out.read_text())
+    assert results["schema"] == "attnconf.results/1"
+    failed = [t for t in results["tests"] if t["outcome"] == "failed"]
+    assert failed and all(t["adapter"] == "wrong-scale" for t in failed)
+    assert failed[0]["measurements"][0]["max_abs"] > failed[0]["measurements"][0]["atol"]
+
+
+def test_object_that_is_not_an_adapter_is_refused(adapters_module):
+    result = adapters_module.runpytest_subprocess("--pyargs", "attnconf.conformance", "--adapter", "my_adapters:NotAnAdapter")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*my_adapters:NotAnAdapter does not satisfy the attnconf adapter contract*capabilities*"])
+
+
+def test_unknown_adapter_name_suggests_close_names(adapters_module):
+    result = adapters_module.runpytest_subprocess("--pyargs", "attnconf.conformance", "--adapter", "numpi")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*Unknown adapter 'numpi'. Did you mean 'numpy'*"])
+
+
+def test_plugin_is_inert_outside_conformance_tests(pytester):
+    pytester.makepyfile(test_other="def test_x(adapter=1):\n    assert adapter == 1\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    assert "attnconf adapters" not in result.stdout.str()
