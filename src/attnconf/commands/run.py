@@ -1,0 +1,221 @@
+"""Run the conformance suite over the selected adapters (default: every installed one), each in
+its own process, then the behaviour audit; write a summary (JSON and Markdown), the per-adapter
+results and the audit reports into the report directory.
+
+A crashing or hanging adapter costs only its own results. Reports are staged and moved into
+place at the end, so an interrupted run leaves the previous report intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from attnconf.adapters import registry
+from attnconf.atomicio import write_text_atomic
+from attnconf.cli import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from attnconf.reference._checks import FLOAT_DTYPES
+
+SUMMARY_SCHEMA = "attnconf.summary/1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", action="append", metavar="NAME", help="entry-point name or module:attr (repeatable; default every installed adapter)")
+    parser.add_argument("-o", "--output", default="attnconf-report", metavar="DIR", help="report directory (default: attnconf-report/)")
+    parser.add_argument("--dtype", action="append", choices=FLOAT_DTYPES, help="precisions to test (repeatable; default all)")
+    parser.add_argument("--no-audit", action="store_true", help="skip the behaviour audit")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one adapter's conformance run may take (default 900)")
+    parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="adapters run in parallel (default: 2)")
+    parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. \"-k agreement\"")
+
+
+def safe_name(name: str) -> str:
+    """A file name for an adapter name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def run_one(handle: registry.AdapterHandle, args: argparse.Namespace, stage: Path) -> dict[str, Any]:
+    """Run the conformance suite for one adapter in its own pytest process."""
+    results = stage / "results" / f"{safe_name(handle.name)}.json"
+    log = stage / "logs" / f"{safe_name(handle.name)}.log"
+    cmd = [sys.executable, "-m", "pytest", "--pyargs", "attnconf.conformance", "--adapter", handle.spec,
+           "--attnconf-isolation", "none", f"--attnconf-json={results}", "-q", "-p", "no:cacheprovider",
+           "-o", "console_output_style=classic", "-rfE"]
+    for d in args.dtype or []:
+        cmd += ["--dtype", d]
+    cmd += args.pytest_args.split()
+    env = {**os.environ, **dict(getattr(handle.obj, "environment", {}) or {})}
+    start = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+    elapsed = time.monotonic() - start
+    entry: dict[str, Any] = {"name": handle.name, "spec": handle.spec, "seconds": round(elapsed, 2),
+                             "framework": getattr(handle.obj, "framework", ""), "api": getattr(handle.obj, "api", ""),
+                             "log": f"logs/{log.name}"}
+    if code is None:
+        return {**entry, "status": "crashed", "reason": f"timed out after {args.timeout:.0f} s (killed)"}
+    if code < 0:
+        return {**entry, "status": "crashed", "reason": f"killed by signal {signal.Signals(-code).name}; see {entry['log']}"}
+    if not results.exists():
+        tail = log.read_text(errors="replace")[-800:]
+        return {**entry, "status": "crashed", "reason": f"pytest exited with code {code} before writing results: {tail}"}
+    data = json.loads(results.read_text())
+    counts: dict[str, int] = {}
+    worst: dict[str, dict[str, Any]] = {}
+    for t in data["tests"]:
+        counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+        for m in t.get("measurements", []):
+            w = worst.setdefault(m["dtype"], {"max_abs": 0.0, "max_rel": 0.0, "worst_ratio": 0.0})
+            w["max_abs"] = max(w["max_abs"], m["max_abs"])
+            w["max_rel"] = max(w["max_rel"], m["max_rel"])
+            if m["atol"] > 0:
+                w["worst_ratio"] = max(w["worst_ratio"], m["max_abs"] / m["atol"])
+    status = "failed" if counts.get("failed", 0) or code not in (0, 5) else "passed"
+    failures = [{"test": t["nodeid"].split("::")[-1], "message": t["message"][:1500]}
+                for t in data["tests"] if t["outcome"] == "failed"]
+    return {**entry, "status": status, "exit_code": code, "counts": counts, "errors_by_dtype": worst,
+            "versions": data["adapters"].get(handle.name, {}).get("versions", {}),
+            "results": f"results/{results.name}", "failures": failures}
+
+
+def write_summary(summary: dict[str, Any], stage: Path) -> None:
+    write_text_atomic(stage / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
+    write_text_atomic(stage / "summary.md", summary_markdown(summary))
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = ["# attnconf run", "", f"Python {summary['environment']['python']}, {summary['environment']['platform']}", "",
+             "| adapter | status | passed | failed | xfailed | skipped | worst error / tolerance | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a in summary["adapters"]:
+        c = a.get("counts", {})
+        ratio = max((w["worst_ratio"] for w in a.get("errors_by_dtype", {}).values()), default=0.0)
+        lines.append(f"| `{a['name']}` | {a['status']} | {c.get('passed', 0)} | {c.get('failed', 0)} | "
+                     f"{c.get('xfailed', 0)} | {c.get('skipped', 0)} | {ratio:.3g} | {a.get('seconds', '')} |")
+    for a in summary["skipped"]:
+        lines.append(f"| `{a['name']}` | skipped: {a['reason']} | | | | | | |")
+    for a in summary["adapters"]:
+        if a.get("reason"):
+            lines += ["", f"**{a['name']}** {a['status']}: {a['reason']}"]
+        for f in a.get("failures", [])[:5]:
+            lines += ["", f"**{a['name']}** failed `{f['test']}`:", "```", f["message"].strip(), "```"]
+    if summary.get("audit"):
+        lines += ["", f"Audit: see [audit.md](audit.md) and [audit.html](audit.html)."]
+    return "\n".join(lines) + "\n"
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UsageError(f"Received an invalid value for argument `--jobs`, expected a positive integer. Received: jobs={args.jobs}")
+    try:
+        handles, skipped = registry.select(args.adapter)
+    except registry.AdapterError as err:
+        raise UsageError(str(err)) from None
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    (stage / "results").mkdir()
+    (stage / "logs").mkdir()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    done: list[dict[str, Any]] = []
+    try:
+        print(f"attnconf run: {len(handles)} adapters, {len(skipped)} skipped; report in {out}/", file=sys.stderr)
+        for h in skipped:
+            print(f"  skip  {h.name}: {h.missing}", file=sys.stderr)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {pool.submit(run_one, h, args, stage): h for h in handles}
+            try:
+                for i, fut in enumerate(as_completed(futures), 1):
+                    r = fut.result()
+                    done.append(r)
+                    c = r.get("counts", {})
+                    detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
+                    print(f"  [{i}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} ({r['seconds']:.1f} s)", file=sys.stderr)
+            except KeyboardInterrupt:
+                for f in futures:
+                    f.cancel()
+                raise
+        done.sort(key=lambda r: r["name"])
+        audit_info = None
+        if not args.no_audit:
+            audit_info = _audit(handles, stage)
+        summary = {"schema": SUMMARY_SCHEMA, "environment": _environment(), "adapters": done,
+                   "skipped": [{"name": h.name, "reason": h.missing} for h in skipped], "audit": audit_info}
+        write_summary(summary, stage)
+        _publish(stage, out)
+    except KeyboardInterrupt:
+        unfinished = sorted({h.name for h in handles} - {r["name"] for r in done})
+        print(f"attnconf run: interrupted; the previous report in {out}/ is intact. Not finished: {', '.join(unfinished) or 'the audit and the summary'}", file=sys.stderr)
+        shutil.rmtree(stage, ignore_errors=True)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(stage, ignore_errors=True)
+    print(screen_summary(summary, out))
+    if any(r["status"] == "crashed" for r in done) or (audit_info or {}).get("crashed"):
+        return EXIT_CRASHED
+    if any(r["status"] == "failed" for r in done):
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _audit(handles: list[registry.AdapterHandle], stage: Path) -> dict[str, Any] | None:
+    try:
+        from attnconf.audit import run_audit, write_reports
+    except ImportError:
+        return None
+    print("attnconf run: audit", file=sys.stderr)
+    report = run_audit(handles, stage, progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    write_reports(report, stage)
+    crashed = sorted(n for n, a in report.get("adapters", {}).items() if a.get("status") == "crashed")
+    return {"files": ["audit.json", "audit.md", "audit.html"], "crashed": crashed}
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the staged files into the report directory (each move is atomic)."""
+    for path in sorted(stage.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
+
+def _environment() -> dict[str, str]:
+    import platform
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
+
+
+def screen_summary(summary: dict[str, Any], out: Path) -> str:
+    lines = ["", "attnconf run summary", "-" * 72]
+    for a in summary["adapters"]:
+        c = a.get("counts", {})
+        counts = f"{c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('xfailed', 0)} xfailed, {c.get('skipped', 0)} skipped"
+        lines.append(f"{a['status']:<8} {a['name']:<52} {counts if 'counts' in a else a.get('reason', '')[:60]}")
+    for s in summary["skipped"]:
+        lines.append(f"{'skipped':<8} {s['name']:<52} {s['reason'][:60]}")
+    lines.append("-" * 72)
+    lines.append(f"report: {out}/summary.md" + (f", {out}/audit.html" if summary.get("audit") else ""))
+    return "\n".join(lines)
