@@ -23,6 +23,10 @@ class AdapterError(Exception):
     """An adapter could not be found, loaded or validated."""
 
 
+class UnknownAdapterError(AdapterError):
+    """No adapter is registered under that name (a usage error, not a broken adapter)."""
+
+
 @dataclass
 class AdapterHandle:
     """One selected adapter: where it came from, and whether it can run here."""
@@ -46,7 +50,7 @@ def entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 def _load_path(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise AdapterError(f"Adapter path {path!r} is not of the form 'package.module:Attribute'.")
+        raise UnknownAdapterError(f"Adapter path {path!r} is not of the form 'package.module:Attribute'.")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -102,7 +106,7 @@ def load(spec: str) -> AdapterHandle:
         close = difflib.get_close_matches(spec, list(eps), n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         known = ", ".join(sorted(eps)) or "none"
-        raise AdapterError(f"Unknown adapter {spec!r}.{hint} Registered adapters: {known}.")
+        raise UnknownAdapterError(f"Unknown adapter {spec!r}.{hint} Registered adapters: {known}.")
     ep = eps[spec]
     source = f"entry point {ep.name} = {ep.value}"
     try:

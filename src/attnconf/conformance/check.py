@@ -38,7 +38,7 @@ class Checker:
     dtype: str
     nodeid: str
     reproduce: str
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def alignment(self) -> str:
@@ -55,16 +55,16 @@ class Checker:
     def _validate(self, out: Any, x: AttentionInputs, w: AttentionWeights) -> AttentionOutputs:
         name = self.adapter.name
         if not isinstance(out, AttentionOutputs):
-            pytest.fail(f"{name}: multi_head_attention returned {type(out).__name__}, expected AttentionOutputs")
+            pytest.fail(f"{name}: multi_head_attention returned {type(out).__name__}, expected AttentionOutputs", pytrace=False)
         s = x.shape
         expected = (s["B"], s["T"], w.output_dim)
         got = np.shape(out.output)
         if got != expected:
-            pytest.fail(f"{name}: output has shape {got}, expected (B, T, E_out)={expected}")
+            pytest.fail(f"{name}: output has shape {got}, expected (B, T, E_out)={expected}", pytrace=False)
         if out.weights is not None:
             ew = (s["B"], w.num_heads, s["T"], s["S"])
             if np.shape(out.weights) != ew:
-                pytest.fail(f"{name}: attention weights have shape {np.shape(out.weights)}, expected (B, H, T, S)={ew}")
+                pytest.fail(f"{name}: attention weights have shape {np.shape(out.weights)}, expected (B, H, T, S)={ew}", pytrace=False)
         return out
 
     def references(self, inputs: AttentionInputs, weights: AttentionWeights) -> tuple[AttentionOutputs, AttentionOutputs]:

@@ -19,10 +19,11 @@ import warnings
 from typing import Any
 
 import pytest
+from hypothesis import is_hypothesis_test
 
 from attnconf.adapters import registry
 from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
-from attnconf.conformance import expected
+from attnconf.conformance import expected, profiles
 from attnconf.conformance.check import Checker
 from attnconf.reference._checks import FLOAT_DTYPES
 
@@ -42,6 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds one adapter call may take in a worker before it is killed")
     group.addoption("--attnconf-json", default=None, metavar="PATH",
                     help="write per-test results (outcome, errors, tolerance) as JSON to PATH")
+    group.addoption("--attnconf-weights", default=None, metavar="FILE",
+                    help="also check agreement on these canonical weights (.npz or .safetensors)")
     parser.addini("attnconf_adapters", "default adapter selection", type="linelist", default=[])
 
 
@@ -49,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "attnconf: a conformance test parametrised over adapters")
     config.addinivalue_line("markers", "chapter(name): the spec chapter a conformance test checks")
     config.stash[_RECORDS] = []
+    # The chapters' Hypothesis profile: the user's --hypothesis-profile, else `ci` (profiles.py).
+    profiles.configure(config.getoption("hypothesis_profile", None), config.getoption("hypothesis_seed", None))
 
 
 def _is_conformance(module_name: str, definition: Any) -> bool:
@@ -92,6 +97,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for h in st["skipped"]:
         lines.append(f"  {h.name}: skipped, {h.missing}")
     lines.append(f"attnconf dtypes: {', '.join(st['dtypes'])}")
+    lines.append(profiles.describe())
     return lines
 
 
@@ -152,6 +158,8 @@ def check(request: pytest.FixtureRequest, adapter: Any) -> Checker:
         [f"--adapter {shlex.quote(state(request.config)['specs'].get(adapter.name, adapter.name))}", f"--dtype {dtype}",
          f"-k {shlex.quote(chapter)}"]
     )
+    if is_hypothesis_test(request.function):
+        reproduce += " " + profiles.reproduce_options()
     checker = Checker(adapter=adapter, dtype=dtype, nodeid=request.node.nodeid, reproduce=reproduce)
     request.node.stash[_CHECKER] = checker
     return checker

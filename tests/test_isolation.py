@@ -1,0 +1,53 @@
+"""A crashing, hanging or broken adapter costs only its own results (attnconf run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def fault_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "attnconf.cli", "run", "-o", str(out), "--no-audit", "--timeout", "40",
+           "--dtype", "float64", "--pytest-args", "-k test_agreement",
+           "--adapter", "numpy", "--adapter", "crashing:Aborts", "--adapter", "crashing:Hangs",
+           "--adapter", "crashing_import:Anything", "--adapter", "crashing:WrongShape", "--adapter", "crashing:ReturnsNaN"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    return proc, {a["name"]: a for a in summary["adapters"]}, out
+
+
+def test_exit_code_says_an_adapter_crashed(fault_run):
+    proc, _, _ = fault_run
+    assert proc.returncode == 3, proc.stderr[-2000:]
+
+
+def test_the_correct_adapter_is_complete(fault_run):
+    _, adapters, out = fault_run
+    numpy = adapters["numpy"]
+    assert numpy["status"] == "passed" and numpy["counts"] == {"passed": 15, "skipped": 1}, numpy
+    assert (out / numpy["results"]).is_file()
+
+
+@pytest.mark.parametrize("name,status,reason", [
+    ("crash.aborts", "crashed", "killed by signal SIGABRT"),
+    ("crash.hangs", "crashed", "timed out after 40 s"),
+    ("crashing_import:Anything", "crashed", "simulated: this adapter's framework failed to import"),
+    ("crash.wrong-shape", "failed", "output has shape (2, 4, 16), expected (B, T, E_out)=(2, 5, 16)"),
+    ("crash.nan", "failed", "non-finite mismatch at index"),
+])
+def test_each_fault_is_reported_with_its_status_and_reason(fault_run, name, status, reason):
+    _, adapters, _ = fault_run
+    entry = adapters[name]
+    assert entry["status"] == status, entry
+    text = entry.get("reason", "") + " ".join(f["message"] for f in entry.get("failures", []))
+    assert reason in text, text[:2000]
