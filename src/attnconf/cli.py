@@ -18,11 +18,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_USAGE = 2
-EXIT_CRASHED = 3
-EXIT_INTERRUPTED = 130
+from attnconf.errors import (  # noqa: F401  (re-exported for subcommands)
+    EXIT_CRASHED,
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+)
 
 COMMANDS = {
     "list": ("attnconf.commands.list_", "list the adapters the registry can see"),
@@ -31,10 +34,6 @@ COMMANDS = {
     "report": ("attnconf.commands.report", "merge result files into one cross-version report"),
     "bench": ("attnconf.commands.bench", "time and memory of attention kernels against sequence length"),
 }
-
-
-class UsageError(Exception):
-    """A command-line argument or input file is invalid; exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

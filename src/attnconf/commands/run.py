@@ -24,7 +24,7 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
-from attnconf.cli import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SUMMARY_SCHEMA = "attnconf.summary/1"
