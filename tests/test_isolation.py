@@ -51,3 +51,24 @@ def test_each_fault_is_reported_with_its_status_and_reason(fault_run, name, stat
     assert entry["status"] == status, entry
     text = entry.get("reason", "") + " ".join(f["message"] for f in entry.get("failures", []))
     assert reason in text, text[:2000]
+
+
+def test_interrupted_run_leaves_the_previous_report_intact(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    base = [sys.executable, "-m", "attnconf.cli", "run", "-o", str(tmp_path), "--no-audit", "--dtype", "float64",
+            "--pytest-args", "-k test_agreement"]
+    first = subprocess.run(base + ["--adapter", "numpy"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "summary.json").read_bytes()
+    proc = subprocess.Popen(base + ["--adapter", "crashing:Hangs", "--timeout", "300"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; the previous report" in err and "Not finished: crash.hangs" in err
+    assert (tmp_path / "summary.json").read_bytes() == before
+    assert not list(tmp_path.glob(".staging-*")), "staging directory left behind"

@@ -28,6 +28,15 @@ from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SUMMARY_SCHEMA = "attnconf.summary/1"
+_children: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_children() -> None:
+    for proc in list(_children):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,12 +71,15 @@ def run_one(handle: registry.AdapterHandle, args: argparse.Namespace, stage: Pat
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
                                 start_new_session=True)
+        _children.add(proc)
         try:
             code = proc.wait(timeout=args.timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             code = None
+        finally:
+            _children.discard(proc)
     elapsed = time.monotonic() - start
     entry: dict[str, Any] = {"name": handle.name, "spec": handle.spec, "seconds": round(elapsed, 2),
                              "framework": getattr(handle.obj, "framework", ""), "api": getattr(handle.obj, "api", ""),
@@ -165,19 +177,18 @@ def main(args: argparse.Namespace) -> int:
         for b in broken:
             print(f"  crashed {b['name']}: {b['reason']}", file=sys.stderr)
         done.extend(broken)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_one, h, args, stage): h for h in handles}
-            try:
-                for i, fut in enumerate(as_completed(futures), 1):
-                    r = fut.result()
-                    done.append(r)
-                    c = r.get("counts", {})
-                    detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
-                    print(f"  [{i}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} ({r['seconds']:.1f} s)", file=sys.stderr)
-            except KeyboardInterrupt:
-                for f in futures:
-                    f.cancel()
-                raise
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        futures = {pool.submit(run_one, h, args, stage): h for h in handles}
+        try:
+            for i, fut in enumerate(as_completed(futures), 1):
+                r = fut.result()
+                done.append(r)
+                c = r.get("counts", {})
+                detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
+                print(f"  [{i}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} ({r['seconds']:.1f} s)", file=sys.stderr)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_children()
         done.sort(key=lambda r: r["name"])
         audit_info = None
         if not args.no_audit:
