@@ -132,7 +132,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for f in a.get("failures", [])[:5]:
             lines += ["", f"**{a['name']}** failed `{f['test']}`:", "```", f["message"].strip(), "```"]
     if summary.get("audit"):
-        lines += ["", f"Audit: see [audit.md](audit.md) and [audit.html](audit.html)."]
+        lines += ["", "Audit: see [audit.md](audit.md) and [audit.html](audit.html)."]
     return "\n".join(lines) + "\n"
 
 

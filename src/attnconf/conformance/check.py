@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
+from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
 from attnconf.reference import multi_head_attention, scaled_dot_product_attention
 from attnconf.reference.precision import round_to
-from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
 
 Array = np.ndarray[Any, Any]
 

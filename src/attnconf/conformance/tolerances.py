@@ -99,3 +99,33 @@ def measure(got: Array, exact: Array) -> Errors:
     return Errors(max_abs, max_rel, index,
                   float(exact[index]) if diff.size else 0.0, float(got[index]) if diff.size else 0.0,
                   nan_mismatch)
+
+
+@dataclass(frozen=True)
+class ChangeTolerance:
+    """The bound on an implementation's change between two runs `a` and `b` (invariant chapters).
+
+    An invariant says how the output changes from input `a` to input `b` (usually: not at all).
+    The float64 reference gives the exact change; the implementation's change may differ from it
+    by what agreement would allow on each input, so ``atol = atol_a + atol_b``, each derived as in
+    `derive`. An implementation that agrees with the reference on both inputs therefore always
+    satisfies the invariant; one whose change exceeds this breaks the invariant itself.
+    """
+
+    atol: float
+    a: Tolerance
+    b: Tolerance
+
+    def explain(self) -> str:
+        return (
+            f"atol {self.atol:.3g} = {self.a.atol:.3g} + {self.b.atol:.3g}, the agreement tolerances of both "
+            f"runs, each {FACTOR:g} x max(reference error in {self.a.dtype}, floor {FLOOR_ULPS:g} x "
+            f"u_{self.a.dtype} x max(1, max|expected|)); reference errors {self.a.reference_error:.3g} and "
+            f"{self.b.reference_error:.3g}"
+        )
+
+
+def derive_change(exact_a: Array, same_a: Array, exact_b: Array, same_b: Array, dtype: str) -> ChangeTolerance:
+    """The tolerance on ``(got_b - got_a) - (exact_b - exact_a)`` for two runs in `dtype`."""
+    ta, tb = derive(exact_a, same_a, dtype), derive(exact_b, same_b, dtype)
+    return ChangeTolerance(ta.atol + tb.atol, ta, tb)

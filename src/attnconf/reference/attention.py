@@ -16,8 +16,8 @@ from attnconf.reference._checks import (
     as_float_array,
     check_broadcast,
     check_choice,
-    check_finite,
     check_dtype_name,
+    check_finite,
     expect_dim,
     invalid,
 )

@@ -48,7 +48,8 @@ def _round_bfloat16(x: Array) -> Array:
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
     rounded = ((bits + rounding) & np.uint32(0xFFFF0000)).astype(np.uint32)
     rounded = np.where(np.isnan(x32), bits | np.uint32(0x00400000), rounded)
-    return rounded.view(np.float32)
+    out: Array = rounded.view(np.float32)
+    return out
 
 
 def round_to(x: Array, dtype: str) -> Array:

@@ -54,7 +54,7 @@ def softmax(
     e = np.exp(shifted, where=sel, out=np.zeros_like(x))
     total = np.sum(e, axis=axis, keepdims=True)
     safe_total = np.where(empty, 1, total).astype(x.dtype)
-    weights = e / safe_total
+    weights: Array = e / safe_total
     if fully_masked == "nan":
         weights = np.where(empty, np.nan, weights).astype(x.dtype)
     elif fully_masked == "uniform":
