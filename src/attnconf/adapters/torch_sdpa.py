@@ -3,8 +3,11 @@
 The layouts match: q `(B, H, T, D_k)`, k `(B, H_kv, S, D_k)`, v `(B, H_kv, S, D_v)`, output
 `(B, H, T, D_v)`. torch's boolean `attn_mask` has the spec's polarity (True = takes part in
 attention) and broadcasts to `(B, H, T, S)`; a float `attn_mask` is added to the logits.
-`is_causal` is top-left when T != S (torch docs, `torch.nn.attention.bias.CausalBias`) and
-torch raises if it is given together with `attn_mask`. Grouped-query heads go through
+`is_causal` is top-left when T != S (torch docs, `torch.nn.attention.bias.CausalBias`). The docs
+say `is_causal` with `attn_mask` is an error, so `causal_with_mask=False`; what torch does is
+backend-dependent (the math backend raises, the CPU flash backend applies both; see
+https://github.com/pytorch/pytorch/issues/187801), and the adapter passes both as given for the
+audit to observe. Grouped-query heads go through
 `enable_gqa=True` (query head `h` reads kv head `h // (H // H_kv)`, as `repeat_interleave`).
 
 The layer (`multi_head_attention`) is the reference's projections around the kernel
@@ -54,7 +57,7 @@ class TorchSDPA(KernelAdapterBase):
     capabilities = Capabilities(
         level="kernel", causal_alignment="top_left", causal_with_mask=False, returns_weights=False,
         gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, bias_free=True, custom_scale=True,
-        gradients=True, notes="layer = reference projections around the kernel; is_causal and attn_mask exclusive",
+        gradients=True, notes="layer = reference projections around the kernel; is_causal with attn_mask is documented as an error",
     )
 
     def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,

@@ -11,23 +11,29 @@ import pytest
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
 from attnconf.reference import multi_head_attention, scaled_dot_product_attention
-from attnconf.reference.precision import round_to
+from attnconf.reference.precision import round_to, storage_dtype
 
 Array = np.ndarray[Any, Any]
 
 
-def _as64(x: Array | None) -> Array | None:
-    return None if x is None else np.asarray(x, dtype=np.float64)
+#: The precision of the "exact" result: NumPy's extended precision (see tolerances.py).
+EXACT = "longdouble"
 
 
-def as_float64(inputs: AttentionInputs) -> AttentionInputs:
-    """The same inputs in float64 (values unchanged)."""
-    return AttentionInputs(_as64(inputs.query), _as64(inputs.key), _as64(inputs.value),  # type: ignore[arg-type]
-                           inputs.mask, inputs.causal, inputs.scale)
+def as_float64(inputs: AttentionInputs, dtype: str = "float64") -> AttentionInputs:
+    """The same inputs (values unchanged) held in `dtype` (float64, or EXACT)."""
+    store = storage_dtype(dtype)
+    arrays: dict[int, Array] = {}
+
+    def up(a: Array) -> Array:  # keeps self-attention's shared arrays shared
+        return arrays.setdefault(id(a), np.asarray(a, dtype=store))
+
+    return AttentionInputs(up(inputs.query), up(inputs.key), up(inputs.value), inputs.mask, inputs.causal, inputs.scale)
 
 
-def weights_float64(weights: AttentionWeights) -> AttentionWeights:
-    return AttentionWeights(**{n: np.asarray(a, dtype=np.float64) for n, a in weights.arrays().items()})
+def weights_float64(weights: AttentionWeights, dtype: str = "float64") -> AttentionWeights:
+    """The same weights held in `dtype` (float64, or EXACT)."""
+    return AttentionWeights(**{n: np.asarray(a, dtype=storage_dtype(dtype)) for n, a in weights.arrays().items()})
 
 
 @dataclass
@@ -43,6 +49,10 @@ class Checker:
     @property
     def alignment(self) -> str:
         return self.adapter.capabilities.causal_alignment or "top_left"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """The short form Hypothesis prints in a falsifying example."""
+        p.text(f"Checker(adapter={self.adapter.name!r}, dtype={self.dtype!r})")
 
     # -- running ---------------------------------------------------------------------------
 
@@ -68,9 +78,11 @@ class Checker:
         return out
 
     def references(self, inputs: AttentionInputs, weights: AttentionWeights) -> tuple[AttentionOutputs, AttentionOutputs]:
-        """(float64 reference, same-precision reference), both on the rounded inputs."""
+        """(exact reference, same-precision reference), both on the inputs rounded to the dtype.
+
+        "Exact" is the reference evaluated in NumPy's extended precision (EXACT)."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
-        exact = multi_head_attention(as_float64(x), weights_float64(w), alignment=self.alignment, dtype="float64")  # type: ignore[arg-type]
+        exact = multi_head_attention(as_float64(x, EXACT), weights_float64(w, EXACT), alignment=self.alignment, dtype=EXACT)  # type: ignore[arg-type]
         same = multi_head_attention(x, w, alignment=self.alignment, dtype=self.dtype)  # type: ignore[arg-type]
         return exact, same
 
@@ -110,9 +122,9 @@ class Checker:
 
     def kernel_reference(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
                          scale: float | None) -> tuple[Array, Array]:
-        """(float64, same precision) reference of `dot_product_attention` on rounded inputs."""
+        """(exact, same precision) reference of `dot_product_attention` on rounded inputs."""
         q, k, v = (round_to(a, self.dtype) for a in (q, k, v))
         kw = dict(mask=mask, causal=causal, alignment=self.alignment, scale=scale)
-        exact = scaled_dot_product_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), **kw)  # type: ignore[arg-type]
+        exact = scaled_dot_product_attention(*(np.asarray(a, np.longdouble) for a in (q, k, v)), dtype=EXACT, **kw)  # type: ignore[arg-type]
         same = scaled_dot_product_attention(q, k, v, dtype=self.dtype, **kw)  # type: ignore[arg-type]
         return exact, same

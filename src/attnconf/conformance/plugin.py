@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write per-test results (outcome, errors, tolerance) as JSON to PATH")
     group.addoption("--attnconf-weights", default=None, metavar="FILE",
                     help="also check agreement on these canonical weights (.npz or .safetensors)")
+    group.addoption("--attnconf-long", action="store_true", default=False,
+                    help="run the long-sequence chapter (test_long, up to N=16384) outside the thorough profile")
     parser.addini("attnconf_adapters", "default adapter selection", type="linelist", default=[])
 
 
@@ -203,7 +205,12 @@ def _short(report: pytest.TestReport) -> str:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if _STATE not in config.stash:
         return
-    stale = [d for d in config.stash[_STATE]["differences"] if not d.matched or (d.passed and len(d.passed) == len(d.matched))]
+    import fnmatch
+
+    names = [a.name for a in config.stash[_STATE]["adapters"]]
+    # an entry for an adapter that was not selected is not stale, only not exercised
+    relevant = [d for d in config.stash[_STATE]["differences"] if any(fnmatch.fnmatchcase(n, d.adapter) for n in names)]
+    stale = [d for d in relevant if not d.matched or (d.passed and len(d.passed) == len(d.matched))]
     for d in stale:
         why = "matches no collected test" if not d.matched else "every matching test passed"
         msg = f"stale expected difference {d.describe()}: {why}"

@@ -3,6 +3,9 @@
 NumPy has no bfloat16. Arrays in bfloat16 cross the adapter contract as float32 arrays whose
 values are exactly representable in bfloat16 (``round_to(x, "bfloat16")``).
 
+``"longdouble"`` (NumPy's extended precision) is the precision of the "exact" result the
+conformance suite measures implementations against.
+
 "The reference evaluated in precision ``p``" means: inputs rounded to ``p``; every primitive step
 (a projection, the logits, the softmax, the weighted sum) computed in ``compute_dtype(p)`` and its
 result rounded to ``p``. For float16 and bfloat16 the compute dtype is float32, the mixed
@@ -25,19 +28,24 @@ UNIT_ROUNDOFF = {
     "float32": 2.0**-24,
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
+    # 2**-64 where longdouble is x87 80-bit extended; 2**-53 where it is plain float64 (e.g. arm64 macOS)
+    "longdouble": float(np.finfo(np.longdouble).eps) / 2,
 }
 
 
 def storage_dtype(dtype: str) -> np.dtype[Any]:
     """The NumPy dtype that holds arrays of precision `dtype` (float32 for bfloat16)."""
     check_dtype_name("dtype", dtype)
+    if dtype == "longdouble":
+        return np.dtype(np.longdouble)
     return np.dtype("float32") if dtype == "bfloat16" else np.dtype(dtype)
 
 
 def compute_dtype(dtype: str) -> np.dtype[Any]:
     """The NumPy dtype that the reference computes in for precision `dtype`."""
-    check_dtype_name("dtype", dtype)
-    return np.dtype("float32") if dtype in ("float16", "bfloat16") else np.dtype(dtype)
+    if dtype in ("float16", "bfloat16"):
+        return np.dtype("float32")
+    return storage_dtype(dtype)
 
 
 def _round_bfloat16(x: Array) -> Array:
