@@ -40,7 +40,8 @@ def adapters_module(pytester):
 def test_correct_adapter_passes(adapters_module):
     result = adapters_module.runpytest_subprocess("--pyargs", "attnconf.conformance", "--adapter", "my_adapters:Good",
                                                   "--dtype", "float64", "-k", "agreement or round_trip", "-p", "no:randomly")
-    result.assert_outcomes(passed=21)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 21 and "failed" not in outcomes and "errors" not in outcomes, outcomes
     result.stdout.fnmatch_lines(["attnconf adapters:", "  good (numpy *)"])
 
 

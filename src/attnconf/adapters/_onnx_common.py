@@ -17,7 +17,7 @@ from attnconf.reference._checks import invalid
 Array = np.ndarray[Any, Any]
 
 OPSET = 23
-IR_VERSION = 10  # the IR version that introduced opset 23
+IR_VERSION = 11  # the lowest IR version for opset 23 (onnx.helper.find_min_ir_version_for)
 DISTRIBUTIONS = ("onnx", "onnxruntime")
 MODULES = ("onnx", "onnxruntime")
 PROVIDERS = ["CPUExecutionProvider"]

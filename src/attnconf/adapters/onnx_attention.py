@@ -97,7 +97,8 @@ class OnnxAttention(KernelAdapterBase):
 
 def _project_out(heads: Array, weights: AttentionWeights, dtype: str) -> Array:
     """`(B, H, T, D_v)` -> `(B, T, E_out)` with the reference's output projection."""
-    out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype)), dtype)
+    out = np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype))
+    out = round_to(out, dtype)
     if weights.output_bias is not None:
         out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
     return out

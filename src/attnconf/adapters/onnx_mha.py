@@ -19,6 +19,7 @@ is ours); `native_mask_attention` feeds it unconverted (bool or float additive).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ def to_initializers(weights: AttentionWeights, dtype: str) -> dict[str, Array]:
     out = {}
     for name, array in weights.arrays().items():
         a = np.asarray(array)
+        flat: Array
         if name == "output_kernel":
             flat = a.reshape(a.shape[0] * a.shape[1], a.shape[2])
         elif name in _KERNELS:
@@ -57,7 +59,7 @@ def from_initializers(arrays: dict[str, Array], H: int, H_kv: int, D_k: int, D_v
     return AttentionWeights(**{names[n]: np.asarray(a).reshape(shapes[n]) for n, a in arrays.items()})
 
 
-def build_model(weights: AttentionWeights, dtype: str, shapes: dict[str, tuple[int, ...]],
+def build_model(weights: AttentionWeights, dtype: str, shapes: Mapping[str, tuple[int, ...]],
                 mask_dtype: Any | None, causal: bool, scale: float | None) -> Any:
     """The layer as a `ModelProto`; `shapes` has "query", "key", "value" (and "attn_mask")."""
     from onnx import numpy_helper
