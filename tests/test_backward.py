@@ -102,7 +102,7 @@ def test_sdpa_matches_finite_differences(case):
     def loss() -> float:
         return float(np.sum(scaled_dot_product_attention(q, k, v, **kw) * cot))
 
-    for n, x in zip("qkv", (q, k, v)):
+    for n, x in zip("qkv", (q, k, v), strict=True):
         assert_gradient(n, got[n], numeric_gradient(loss, x))
 
 
@@ -159,7 +159,7 @@ def test_fully_masked_row_under_uniform_policy_matches_finite_differences():
     def loss() -> float:
         return float(np.sum(scaled_dot_product_attention(q, k, v, mask=mask, fully_masked="uniform") * cot))
 
-    for n, x in zip("qkv", (q, k, v)):
+    for n, x in zip("qkv", (q, k, v), strict=True):
         assert_gradient(n, got[n], numeric_gradient(loss, x))
 
 
@@ -321,3 +321,16 @@ def test_input_width_mismatch_is_rejected():
     bad = dataclasses.replace(inputs, value=inputs.value[..., :2])
     with pytest.raises(ValueError, match="argument `value`, expected last axis of size 3 as in value_kernel"):
         multi_head_attention_vjp(bad, weights, cot)
+
+
+def test_extended_precision_backward_is_the_float64_one_refined():
+    """The suite's "exact" gradients are the reference backward in NumPy's longdouble."""
+    inputs, weights, cot, _ = mha_case("mask")
+    ext = {n: np.asarray(a, np.longdouble) for n, a in weights.arrays().items()}
+    x = dataclasses.replace(inputs, query=inputs.query.astype(np.longdouble), key=inputs.key.astype(np.longdouble),
+                            value=inputs.value.astype(np.longdouble))
+    exact = multi_head_attention_vjp(x, AttentionWeights(**ext), cot.astype(np.longdouble), dtype="longdouble")
+    f64 = multi_head_attention_vjp(inputs, weights, cot)
+    for name, g in exact.items():
+        assert g.dtype == np.longdouble, name
+        np.testing.assert_allclose(np.asarray(g, np.float64), f64[name], rtol=1e-12, atol=1e-13, err_msg=name)

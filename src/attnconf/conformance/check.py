@@ -109,7 +109,7 @@ class Checker:
 
     def message(self, what: str, case: str, errs: Errors, tol: Tolerance, got: Array, exact: Array) -> str:
         lines = [f"{what} of adapter {self.adapter.name!r} in {self.dtype}"
-                 + (f" (case {case!r})" if case else "") + " disagrees with the float64 reference"]
+                 + (f" (case {case!r})" if case else "") + " disagrees with the exact reference (extended precision)"]
         if errs.nan_mismatch is not None:
             i = errs.nan_mismatch
             lines.append(f"  non-finite mismatch at index {i}: expected {exact[i]!r}, got {got[i]!r}")

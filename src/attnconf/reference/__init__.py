@@ -10,6 +10,7 @@ from attnconf.reference.attention import (
     scaled_dot_product_attention,
 )
 from attnconf.reference.backward import multi_head_attention_vjp, scaled_dot_product_attention_vjp
+from attnconf.reference.chunked import chunked_attention, chunked_multi_head_attention
 from attnconf.reference.masks import (
     ALIGNMENTS,
     additive_to_bool,
@@ -28,6 +29,8 @@ __all__ = [
     "additive_to_bool",
     "bool_to_additive",
     "causal_mask",
+    "chunked_attention",
+    "chunked_multi_head_attention",
     "multi_head_attention",
     "multi_head_attention_vjp",
     "padding_mask",

@@ -110,8 +110,9 @@ def _sdpa_vjp(
     dL = round_to(Pc * (in_compute(dP, precision) - in_compute(row, precision)), precision)
     if fully_masked != "nan":
         # A row without a visible key: its weights do not depend on the logits.
-        empty = ~np.broadcast_to(_visible((B, H, T, S), mask, bias, causal, alignment), (B, H, T, S)).any(-1)
-        dL = np.where(empty[..., None], 0, dL).astype(dL.dtype)
+        visible = np.broadcast_to(_visible((B, H, T, S), mask, bias, causal, alignment), (B, H, T, S))
+        empty: Array = ~np.any(visible, axis=-1, keepdims=True)  # (B, H, T, 1)
+        dL = np.where(empty, 0, dL).astype(dL.dtype)
     dq = _step("bhts,bhsd->bhtd", dL, k_full, precision, scale)  # (B, H, T, D_k)
     dk = _step("bhts,bhtd->bhsd", dL, q, precision, scale)  # (B, H, S, D_k)
     grads = {"q": dq, "k": _group_sum(dk, H_kv, precision), "v": _group_sum(dv, H_kv, precision)}
@@ -212,12 +213,12 @@ def multi_head_attention_vjp(
 
     grads: dict[str, Array] = {}
     projections = (("query", inputs.query, g["q"]), ("key", inputs.key, g["k"]), ("value", inputs.value, g["v"]))
-    for name, x, d in projections:
+    for name, _, d in projections:
         grads[name] = _step("bhnd,ehd->bne", d, getattr(weights, f"{name}_kernel"), precision)
     for name, x, d in projections:
         grads[f"{name}_kernel"] = _step("bne,bhnd->ehd", x, d, precision)
     grads["output_kernel"] = _step("bhtd,bte->hde", heads, dY, precision)
-    for name, x, d in projections:
+    for name, _, d in projections:
         if getattr(weights, f"{name}_bias") is not None:
             grads[f"{name}_bias"] = round_to(in_compute(d, precision).sum(axis=(0, 2)), precision)
     if weights.output_bias is not None:
