@@ -1,0 +1,92 @@
+"""What the Markdown and HTML writers share: columns, short labels, anchors, cell highlighting.
+
+A cell is highlighted when its outcome departs from the spec's outcome, or, where the spec defines
+none, from the most common outcome among the adapters that ran the scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from typing import Any
+
+from attnconf.audit.classify import majority
+
+NOT_APPLICABLE = ("unsupported", "not_run")
+BROKEN = ("crashed", "invalid", "audit_error")
+
+_SHORT = (
+    ("onnxruntime.", "ort "),
+    ("torch.nn.functional.scaled_dot_product_attention", "torch sdpa"),
+    ("flax.linen.MultiHeadDotProductAttention", "flax.linen MHDPA"),
+    ("jax.nn.dot_product_attention", "jax dpa"),
+    (".ops.dot_product_attention", " ops.dpa"),
+    ("keras[tensorflow]", "keras[tf]"),
+    ("torch.nn.", "torch "),
+    (".MultiheadAttention", " MHA"),
+    (".MultiHeadAttention", " MHA"),
+    ("MultiheadAttention", "MHA"),
+    ("MultiHeadAttention", "MHA"),
+)
+
+
+def short_label(name: str) -> str:
+    """A short column label for an adapter name (the full name is in the adapters table)."""
+    for old, new in _SHORT:
+        name = name.replace(old, new)
+    return name
+
+
+def columns(report: dict[str, Any]) -> list[str]:
+    """Adapters that have results (not skipped), in report order."""
+    return [n for n, a in report["adapters"].items() if a["status"] != "skipped"]
+
+
+def anchor(scenario_id: str, adapter: str | None = None) -> str:
+    """A stable HTML id made of safe characters only: ``s-<scenario>``, or ``e-<hash>`` for a cell."""
+    if adapter is None:
+        return "s-" + re.sub(r"[^a-z0-9]+", "-", scenario_id.lower()).strip("-")
+    return f"e-{zlib.crc32((scenario_id + chr(0) + adapter).encode()):08x}"
+
+
+def reference_outcome(scenario: dict[str, Any]) -> str | None:
+    """The outcome cells are compared with: the spec's, else the most common measured one (None on a tie)."""
+    if scenario.get("spec"):
+        return str(scenario["spec"])
+    measured = [r["outcome"] for r in scenario["results"].values() if r["outcome"] not in NOT_APPLICABLE + BROKEN]
+    return majority(measured)
+
+
+def cell_kind(outcome: str, scenario: dict[str, Any], reference: str | None) -> str:
+    """``na`` (not applicable), ``broken``, ``spec`` (the spec's outcome), ``same`` (the common outcome,
+    or any where the spec defines none and no outcome is the most common), or ``diff`` (highlighted)."""
+    if outcome in NOT_APPLICABLE:
+        return "na"
+    if outcome in BROKEN:
+        return "broken"
+    if scenario.get("spec"):
+        return "spec" if outcome == reference else "diff"
+    return "same" if reference is None or outcome == reference else "diff"
+
+
+def compact_evidence(evidence: dict[str, Any], limit: int = 200) -> str:
+    """The scalar numbers of an evidence dict on one line (arrays and long values left out)."""
+    parts: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 40):
+            parts.append(f"{prefix}={value}")
+        elif isinstance(value, list) and len(value) <= 4 and all(isinstance(x, (int, float, str)) for x in value):
+            parts.append(f"{prefix}={json.dumps(value)}")
+
+    walk("", evidence)
+    text = "; ".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def versions_text(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items()) or "-"

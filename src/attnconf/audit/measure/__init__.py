@@ -1,0 +1,1 @@
+"""The measurements behind the scenarios, one module per scenario group (see `attnconf.audit.scenarios`)."""

@@ -1,0 +1,295 @@
+"""Running the audit: every selected adapter through every scenario, each adapter in a worker process.
+
+Adapters run behind `attnconf.adapters.worker` proxies: by default (isolation "all") every adapter
+runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
+keeps adapters without a group in this process (as the pytest plugin does); "none" runs everything
+here. Adapters of different workers run in parallel lanes (`jobs`); the report does not depend on the
+order they finish in. A worker that crashes or hangs (killed after `timeout` seconds per call) costs
+that adapter the rest of its scenarios: its status is ``crashed`` with the reason, and the audit goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from attnconf import __version__
+from attnconf.adapters import registry
+from attnconf.adapters.worker import AdapterCallError, RemoteAdapter, WorkerError, WorkerPool
+from attnconf.audit import schema
+from attnconf.audit.measure import codepaths, outputs
+from attnconf.audit.measure.common import base
+from attnconf.audit.observe import Context, Result, run_scenario
+from attnconf.audit.scenarios import GROUPS, Scenario, select
+
+DEFAULT_TIMEOUT = 120.0
+ISOLATION = ("all", "auto", "none")
+Progress = Callable[[str], None]
+
+
+class AuditInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM during the audit: `finished` and `unfinished` adapter names; no report written."""
+
+    def __init__(self, finished: list[str], unfinished: list[str]):
+        super().__init__(f"audit interrupted; unfinished: {', '.join(unfinished) or 'none'}")
+        self.finished = finished
+        self.unfinished = unfinished
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Isolated(RemoteAdapter):
+    """A worker-process proxy for an adapter that declares no `process_group` (it gets its own worker)."""
+
+    def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str):
+        self.spec = spec
+        self.cls = cls
+        self.name = cls.name
+        self.capabilities = cls.capabilities
+        self.framework = getattr(cls, "framework", "")
+        self.api = getattr(cls, "api", "")
+        self.process_group = group
+        self._worker = pool.worker(group, dict(getattr(cls, "environment", {}) or {}))
+
+
+@dataclass
+class _Audited:
+    """One adapter's part of the report, filled by its lane."""
+
+    handle: registry.AdapterHandle
+    entry: dict[str, Any]
+    results: dict[str, Result] = field(default_factory=dict)
+    example: dict[str, Any] | None = None
+    captures: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+
+def _entry(handle: registry.AdapterHandle, status: str, reason: str | None) -> dict[str, Any]:
+    obj = handle.obj
+    caps = getattr(obj, "capabilities", None)
+    return {
+        "framework": str(getattr(obj, "framework", "") or ""), "api": str(getattr(obj, "api", "") or ""),
+        "level": getattr(caps, "level", None), "source": handle.source, "versions": {},
+        "capabilities": caps.as_dict() if caps is not None else {}, "status": status, "reason": reason,
+        "duration_s": 0.0,
+    }
+
+
+def _proxy(handle: registry.AdapterHandle, pool: WorkerPool, isolation: str) -> tuple[Any, Any]:
+    """(adapter, lane key): adapters sharing a worker share a lane."""
+    group = getattr(handle.obj, "process_group", None)
+    if isolation == "none" or (isolation == "auto" and not group):
+        return registry.instantiate(handle.obj), "in-process"
+    if group:
+        adapter: Any = RemoteAdapter(handle.spec, handle.obj, pool)
+    else:
+        group = f"audit:{handle.spec}"
+        adapter = _Isolated(handle.spec, handle.obj, pool, group)
+    env = tuple(sorted((getattr(handle.obj, "environment", {}) or {}).items()))
+    return adapter, (group, env)
+
+
+def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], cancel: threading.Event,
+                   progress: Progress) -> None:
+    if cancel.is_set():
+        raise _Cancelled
+    started = time.monotonic()
+    name = item.handle.name
+    progress(f"audit: {name}: starting")
+    try:
+        item.entry["versions"] = {str(k): str(v) for k, v in dict(adapter.versions()).items()}
+    except Exception as err:
+        if isinstance(err, WorkerError):
+            reason = f"failed to load in its worker: {err}"
+        elif isinstance(err, AdapterCallError):
+            reason = f"failed to load: {err.type_name}: {err.message}"
+        else:
+            reason = f"failed to load: {type(err).__name__}: {err}"
+        item.entry.update(status="crashed", reason=reason.strip()[:600])
+        for sc in scenarios:
+            item.results[sc.id] = Result("not_run", f"not run: the adapter {reason.strip()[:300]}", {})
+        item.done = True
+        progress(f"audit: {name}: crashed ({reason.splitlines()[0][:200]})")
+        return
+    ctx = Context(adapter)
+    crashed_in: str | None = None
+    for sc in scenarios:
+        if cancel.is_set():
+            raise _Cancelled
+        if crashed_in is not None:
+            item.results[sc.id] = Result("not_run", f"not run: the worker crashed in scenario {crashed_in}", {})
+            continue
+        try:
+            item.results[sc.id] = run_scenario(sc, ctx)
+        except WorkerError as err:
+            msg = str(err)
+            crashed_in = sc.id
+            item.results[sc.id] = Result("crashed", msg.splitlines()[0], {"worker": msg[-1500:]})
+            item.entry.update(status="crashed", reason=f"the worker crashed or hung in scenario {sc.id}: "
+                              f"{msg.splitlines()[0]}")
+    if crashed_in is None:
+        try:
+            item.example = outputs.example(ctx)
+        except WorkerError as err:
+            item.example = {"error": str(err).splitlines()[0]}
+    item.captures = ctx.captures
+    item.entry["duration_s"] = round(time.monotonic() - started, 3)
+    item.done = True
+    counts = sum(1 for r in item.results.values() if r.outcome not in ("not_run",))
+    progress(f"audit: {name}: {item.entry['status']} ({counts} scenarios, {item.entry['duration_s']:.1f} s)")
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and device of this machine."""
+    return {
+        "python": platform.python_version(), "implementation": platform.python_implementation(),
+        "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "device": _device(), "numpy": np.__version__,
+    }
+
+
+def _device() -> str:
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
+            gpus = [line.split(" (UUID")[0] for line in out.splitlines() if line.startswith("GPU")]
+            if gpus:
+                return "cpu; " + "; ".join(gpus)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "cpu"
+
+
+def run_audit(
+    handles: Sequence[registry.AdapterHandle], out_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None, *, scenarios: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+    isolation: str = "all", jobs: int | None = None, extra_sections: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """Audit `handles` (from `registry.select`/`discover`; unavailable ones are reported as skipped).
+
+    Returns the report (a JSON-ready dict valid against ``audit.schema.json``); with `out_dir`, also
+    writes audit.json, audit.md and audit.html there (`write_reports`). `progress` receives one line
+    per event. `scenarios` narrows the catalog by id (`KeyError` for unknown ids). Raises
+    `AuditInterrupted` on SIGINT (and SIGTERM where the caller maps it to KeyboardInterrupt): no report
+    is written then, so a previous one stays intact.
+    """
+    if isolation not in ISOLATION:
+        raise ValueError(f"isolation must be one of {ISOLATION}, got {isolation!r}")
+    say: Progress = progress or (lambda line: None)
+    chosen = select(scenarios)
+    per_adapter = [s for s in chosen if not s.cross]
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    pool = WorkerPool(timeout=timeout)
+    items: list[_Audited] = []
+    lanes: dict[Any, list[tuple[_Audited, Any]]] = {}
+    for h in handles:
+        if not h.available:
+            items.append(_Audited(h, _entry(h, "skipped", h.missing or "not available"), done=True))
+            continue
+        item = _Audited(h, _entry(h, "ok", None))
+        items.append(item)
+        adapter, lane = _proxy(h, pool, isolation)
+        lanes.setdefault(lane, []).append((item, adapter))
+    ran = [i for i in items if i.entry["status"] == "ok"]
+    say(f"audit: {len(ran)} adapters, {len(items) - len(ran)} skipped, {len(chosen)} scenarios, "
+        f"{len(lanes)} worker lanes")
+    cancel = threading.Event()
+
+    # Lanes with more adapters first: the slowest workers start early (the report's order is fixed anyway).
+    ordered = sorted(lanes.values(), key=len, reverse=True)
+
+    def lane_job(members: list[tuple[_Audited, Any]]) -> None:
+        for item, adapter in members:
+            _audit_adapter(item, adapter, per_adapter, cancel, say)
+
+    n_jobs = max(1, min(jobs or min(4, os.cpu_count() or 1), len(lanes) or 1))
+    try:
+        if n_jobs == 1:
+            for members in ordered:
+                lane_job(members)
+        else:
+            with ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="attnconf-audit") as ex:
+                pending: set[Future[None]] = {ex.submit(lane_job, m) for m in ordered}
+                try:
+                    while pending:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            f.result()
+                except BaseException:
+                    cancel.set()
+                    pool.close()  # kills the workers: lanes waiting on them see the crash and stop
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    pool.close()  # any worker a lane started meanwhile
+                    raise
+    except (KeyboardInterrupt, _Cancelled):
+        cancel.set()
+        pool.close()
+        raise AuditInterrupted([i.handle.name for i in ran if i.done],
+                               [i.handle.name for i in ran if not i.done]) from None
+    finally:
+        pool.close()
+    report = _assemble(items, chosen, started_at, time.monotonic() - t0, isolation, timeout)
+    if out_dir is not None:
+        from attnconf.audit.report import write_reports
+
+        write_reports(report, out_dir, extra_sections=extra_sections)
+    return report
+
+
+def _assemble(items: list[_Audited], chosen: list[Scenario], started_at: str, duration: float,
+              isolation: str, timeout: float) -> dict[str, Any]:
+    ran = [i for i in items if i.entry["status"] != "skipped"]
+    cross: dict[str, dict[str, Result]] = {}
+    for sc in chosen:
+        if sc.cross:
+            try:
+                cross[sc.id] = codepaths.code_paths({i.handle.name: i.captures for i in ran})
+            except Exception as err:  # a bug in the audit: reported as such, the report is still written
+                trace = traceback.format_exc(limit=6)
+                cross[sc.id] = {i.handle.name: Result("audit_error", f"the audit failed: {type(err).__name__}: {err}",
+                                                      {"traceback": trace}) for i in ran}
+    scenarios_out: dict[str, Any] = {}
+    for sc in chosen:
+        results = {}
+        for i in ran:
+            r = cross[sc.id][i.handle.name] if sc.cross else i.results[sc.id]
+            results[i.handle.name] = {"outcome": r.outcome, "detail": r.detail, "evidence": r.evidence}
+        scenarios_out[sc.id] = {
+            "group": sc.group, "title": sc.title, "description": sc.description, "spec": sc.spec,
+            "spec_note": sc.spec_note, "outcomes": sc.all_outcomes(), "setup": sc.setup,
+            "reproduce": f"attnconf audit --adapter NAME --scenario {sc.id}",
+            "results": results,
+        }
+    p = base()
+    report = {
+        "schema": schema.AUDIT_SCHEMA, "attnconf": __version__,
+        "run": {"started": started_at, "duration_s": round(duration, 3), "isolation": isolation,
+                "timeout_s": timeout, "scenarios": [s.id for s in chosen]},
+        "environment": environment(),
+        "adapters": {i.handle.name: i.entry for i in items},
+        "groups": {g: t for g, t in GROUPS.items() if any(s.group == g for s in chosen)},
+        "scenarios": scenarios_out,
+        "example": {
+            "description": "Effective attention weights of batch element 0, head 0 on the base probe (float32; "
+                           "read off the output with one-hot values), the reference's, and |adapter - reference|.",
+            "reference": p.reference()[0, 0],
+            "adapters": {i.handle.name: i.example for i in ran if i.example is not None},
+        },
+    }
+    return schema.jsonable(report)  # type: ignore[no-any-return]

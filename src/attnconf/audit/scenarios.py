@@ -1,0 +1,234 @@
+"""The catalog of audit scenarios: stable ids, groups, what each measures, and its possible outcomes.
+
+A scenario id never changes meaning once released (reports from different versions are merged by
+id). `spec` is the outcome the specification defines (DESIGN.md, `attnconf.reference`), or None where
+it defines none (a fully masked row has no mathematically defined output). Outcomes are observed by
+the functions in `attnconf.audit.measure`; nothing here says what any adapter does.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnconf.audit.measure import gradients, heads, masks, nonfinite, outputs, precision
+from attnconf.audit.observe import Context, Result
+
+GROUPS: dict[str, str] = {
+    "masking": "Masks",
+    "outputs": "Returned weights, scale and dropout",
+    "precision": "Precision and stability",
+    "nonfinite": "NaN and inf from one key",
+    "heads": "Heads and widths",
+    "paths": "Code paths of one layer",
+    "gradients": "Gradients",
+}
+
+#: Outcomes every scenario can have besides its own.
+COMMON_OUTCOMES: dict[str, str] = {
+    "unsupported": "the adapter lacks the method or capability the scenario needs (the reason says which)",
+    "invalid": "the adapter returned something the contract does not allow",
+    "crashed": "the adapter's worker process crashed or hung during this scenario",
+    "not_run": "not run: the adapter's worker crashed in an earlier scenario",
+    "audit_error": "the audit itself failed here (a bug in attnconf, not the adapter)",
+}
+
+_FULLY_MASKED = {
+    "nan": "the row is NaN",
+    "zeros": "the row's attention output is zero (a layer's output row equals its output bias)",
+    "uniform": "the row attends to every key equally (the mean of the values)",
+    "unmasked": "the row attends as if it had no mask",
+    "error": "the call raised",
+    "other": "none of the above (see the evidence)",
+}
+_SPREAD = {
+    "all_rows": "every query row of the poisoned batch element is non-finite",
+    "some_rows": "some query rows of it are non-finite",
+    "none": "no output is non-finite",
+    "other_batches": "rows of other batch elements turn non-finite too",
+    "error": "the call raised",
+}
+_PRECISION = {
+    "float32": "the softmax runs wider than the input and is rounded once (error within 0.5 ulp)",
+    "indistinct": "the probe could not tell the precisions apart on this input",
+    "other": "more error than a softmax evaluated entirely in the input precision",
+    "error": "the call raised",
+}
+_STABILITY = {
+    "stable": "agrees with the float64 reference within the derived tolerance",
+    "overflow": "NaN or inf in the weights (the softmax overflowed)",
+    "inaccurate": "finite, but beyond the derived tolerance",
+    "error": "the call raised",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One behaviour to observe. `measure(ctx)` returns a `Result`; `cross` scenarios are measured
+    across adapters after the per-adapter pass (their `measure` is unused)."""
+
+    id: str
+    group: str
+    title: str
+    description: str
+    outcomes: dict[str, str]
+    measure: Callable[[Context], Result]
+    spec: str | None = None
+    spec_note: str = ""
+    on_error: str = "error"
+    setup: dict[str, Any] = field(default_factory=dict)
+    cross: bool = False
+
+    def all_outcomes(self) -> dict[str, str]:
+        return {**self.outcomes, **COMMON_OUTCOMES}
+
+
+def _cross(ctx: Context) -> Result:  # pragma: no cover - cross scenarios are measured by the runner
+    raise AssertionError("cross scenarios are measured across adapters")
+
+
+_BASE = {"probe": "one-hot (attnconf.audit.probes.onehot)", "B": 2, "H": 2, "T": 4, "S": 16, "D_k": 16, "E": 32,
+         "dtype": "float32"}
+
+CATALOG: tuple[Scenario, ...] = (
+    Scenario("fully_masked_row", "masking", "Fully masked query row",
+             "One query row (batch 0, query 1) with every key masked out, in float32.",
+             _FULLY_MASKED, masks.fully_masked_row("float32"),
+             spec_note="the spec defines no output for a row that sees no key", setup=_BASE),
+    Scenario("fully_masked_row.float16", "masking", "Fully masked query row, float16",
+             "The fully masked row in float16, where finite fill values such as -1e9 overflow.",
+             _FULLY_MASKED, masks.fully_masked_row("float16"),
+             spec_note="the spec defines no output for a row that sees no key", setup={**_BASE, "dtype": "float16"}),
+    Scenario("causal_alignment", "masking", "Causal diagonal when T < S",
+             "causal=True with 4 queries and 16 keys: where the diagonal sits.",
+             {"top_left": "key j visible to query i when j <= i",
+              "bottom_right": "key j visible to query i when j <= i + S - T",
+              "ignored": "the causal flag had no effect", "error": "the call raised", "other": "none of the above"},
+             masks.causal_alignment,
+             spec_note="the spec names both alignments and implies neither; each adapter declares its own",
+             setup=_BASE),
+    Scenario("mask_polarity", "masking", "Boolean mask polarity of the native API",
+             "A boolean (B, T, S) mask handed to the framework's own mask argument unconverted.",
+             {"true_attends": "True means may attend", "true_masks": "True means masked out",
+              "ignored": "the mask had no effect", "error": "the call raised", "other": "none of the above"},
+             masks.mask_polarity, spec="true_attends", spec_note="the spec's boolean masks: True means may attend",
+             setup=_BASE),
+    Scenario("additive_mask", "masking", "Additive float mask",
+             "A float mask handed to the native API: first {0, -inf}, then finite values.",
+             {"added": "the float mask is added to the logits",
+              "inverted": "zeros in the float mask are masked out (read as a keep-mask)",
+              "boolean": "read as a boolean mask: non-zero entries masked, their values ignored",
+              "ignored": "the mask had no effect", "rejected": "a float mask is refused (the call raised)",
+              "other": "none of the above"},
+             masks.additive_mask, spec="added", spec_note="additive float masks are added to the logits",
+             on_error="rejected", setup=_BASE),
+    Scenario("mask_broadcast", "masking", "Rank-3 mask broadcasting",
+             "A (B, T, S) boolean mask with B = H = 2 handed to the native API.",
+             {"per_batch": "mask[b] applies to every head of batch element b",
+              "batch_as_heads": "mask[h] applies to head h (the batch axis was broadcast against the heads)",
+              "ignored": "the mask had no effect", "rejected": "a rank-3 mask is refused (the call raised)",
+              "other": "none of the above"},
+             masks.mask_broadcast, spec="per_batch", spec_note="a (B, T, S) mask applies to every head",
+             on_error="rejected", setup=_BASE),
+    Scenario("returned_weights", "outputs", "Returned attention weights",
+             "The attention weights multi_head_attention returns.",
+             {"per_head": "per head, (B, H, T, S)", "averaged": "averaged over heads",
+              "none": "no weights returned", "error": "the call raised", "other": "none of the above"},
+             outputs.returned_weights, spec="per_head", spec_note="weights are returned per head (B, H, T, S)",
+             setup=_BASE),
+    Scenario("default_scale", "outputs", "Default logit scale",
+             "No scale given: the scale fitted to the effective weights (D_k = 16, E = 32).",
+             {"inv_sqrt_d_k": "1/sqrt(D_k)", "one": "1 (no scaling)", "inv_d_k": "1/D_k (scaled twice)",
+              "inv_sqrt_embed_dim": "1/sqrt(E), the model width", "error": "the call raised",
+              "other": "none of the above"},
+             outputs.default_scale, spec="inv_sqrt_d_k", spec_note="scale 1/sqrt(D_k) unless given", setup=_BASE),
+    Scenario("custom_scale", "outputs", "Custom logit scale",
+             f"scale={outputs.CUSTOM_SCALE} given through the contract.",
+             {"honoured": "the given scale is used", "ignored": "1/sqrt(D_k) is used instead",
+              "error": "the call raised", "other": "none of the above"},
+             outputs.custom_scale, spec="honoured", setup=_BASE),
+    Scenario("dropout_inference", "outputs", "Dropout in inference mode",
+             f"The layer built with dropout {outputs.DROPOUT_RATE}, called the documented way for inference.",
+             {"inactive": "the output equals the dropout-free layer's", "active": "dropout still changes the output",
+              "error": "the call raised"},
+             outputs.dropout_inference, spec="inactive", setup=_BASE),
+    Scenario("softmax_precision.float16", "precision", "Softmax precision for float16 inputs",
+             "Exact logits, one-hot values: the error of the weights in ulps of float16.",
+             {**_PRECISION, "float16": "rounded more than once in float16: part or all of the softmax runs in float16"},
+             precision.softmax_precision("float16"),
+             spec_note="the spec defines the math; the reference computes half precision in float32",
+             setup={**_BASE, "probe": "one-hot, exact", "dtype": "float16"}),
+    Scenario("softmax_precision.bfloat16", "precision", "Softmax precision for bfloat16 inputs",
+             "Exact logits, one-hot values: the error of the weights in ulps of bfloat16.",
+             {**_PRECISION, "bfloat16": "rounded more than once in bfloat16: part or all of the softmax runs in bfloat16"},
+             precision.softmax_precision("bfloat16"),
+             spec_note="the spec defines the math; the reference computes half precision in float32",
+             setup={**_BASE, "probe": "one-hot, exact", "dtype": "bfloat16"}),
+    Scenario("large_logits", "precision", "Large logits, float32",
+             "Exact logits near ±1e5 in float32: a softmax that does not subtract the maximum overflows.",
+             _STABILITY, precision.large_logits("float32", 1e5), spec="stable",
+             setup={**_BASE, "probe": "one-hot, exact large logits"}),
+    Scenario("large_logits.float16", "precision", "Large logits, float16",
+             "Exact logits near ±1000 in float16.",
+             _STABILITY, precision.large_logits("float16", 1000.0), spec="stable",
+             setup={**_BASE, "probe": "one-hot, exact large logits", "dtype": "float16"}),
+    Scenario("nan_key", "nonfinite", "NaN in a visible key",
+             "Key 2 of batch element 0 is NaN in the key input; every query sees it.",
+             _SPREAD, nonfinite.poisoned_key("key", float("nan"), masked=False), spec="all_rows",
+             spec_note="IEEE arithmetic: a NaN logit makes its softmax row NaN", setup=_BASE),
+    Scenario("inf_key", "nonfinite", "inf in a visible key",
+             "Key 2 of batch element 0 is +inf in the key input; every query sees it.",
+             _SPREAD, nonfinite.poisoned_key("key", float("inf"), masked=False), spec="all_rows",
+             spec_note="the projection of an inf key holds inf - inf = NaN", setup=_BASE),
+    Scenario("nan_masked_key", "nonfinite", "NaN in a masked key",
+             "Key 2 of batch element 0 is NaN in the key input and masked out for every query.",
+             _SPREAD, nonfinite.poisoned_key("key", float("nan"), masked=True), spec="none",
+             spec_note="masked keys are excluded from the softmax, never added to", setup=_BASE),
+    Scenario("nan_masked_value", "nonfinite", "NaN in a masked key's value",
+             "Key 2 of batch element 0 is NaN in the value input and masked out for every query.",
+             _SPREAD, nonfinite.poisoned_key("value", float("nan"), masked=True),
+             spec_note="weight 0 times NaN is NaN in IEEE arithmetic; the spec does not say", setup=_BASE),
+    Scenario("gqa", "heads", "Grouped-query heads",
+             "4 query heads on 2 key/value heads: which kv head each query head reads.",
+             {"consecutive": "query head h reads kv head h // (H / H_kv)",
+              "interleaved": "query head h reads kv head h % H_kv", "error": "the call raised",
+              "other": "none of the above"},
+             heads.gqa, spec="consecutive", setup={**_BASE, "H": 4, "H_kv": 2, "S": 6, "D_k": 6, "E": 24}),
+    Scenario("kdim_vdim", "heads", "Key and value widths",
+             "Key width 10 and value width 7 next to a query width of 16.",
+             {"supported": "agrees with the reference", "differs": "runs, but disagrees with the reference",
+              "error": "the call raised"},
+             heads.kdim_vdim, spec="supported",
+             setup={"probe": "attnconf.conformance.cases", "E_q": 16, "E_k": 10, "E_v": 7, "dtype": "float32"}),
+    Scenario("code_paths", "paths", "Code paths of one layer",
+             "Adapters of one layer (X, X[fast], X[scores]) compared on every probe both ran.",
+             {"identical": "bit for bit the same", "close": "within the classification tolerance",
+              "differs": "some probe differs (see which)"},
+             _cross, cross=True),
+    Scenario("grad_fully_masked_row", "gradients", "Gradients through a fully masked row",
+             "The vector-Jacobian product with a cotangent on the fully masked row only (float32).",
+             {"zero": "every gradient is zero", "finite": "finite, some non-zero",
+              "nan": "NaN or inf in some gradient",
+              "inconsistent": "finite, but not the derivative of the adapter's own forward pass (checked by a "
+                              "central finite difference along a random direction)",
+              "error": "the call raised"},
+             gradients.grad_fully_masked_row,
+             spec_note="the spec defines no output, hence no gradient, for the row", setup=_BASE),
+)
+
+SCENARIOS: dict[str, Scenario] = {s.id: s for s in CATALOG}
+
+
+def select(ids: list[str] | None) -> list[Scenario]:
+    """Scenarios by id (all when None), in catalog order; `KeyError` names an unknown id and close ones."""
+    if not ids:
+        return list(CATALOG)
+    for i in ids:
+        if i not in SCENARIOS:
+            close = difflib.get_close_matches(i, list(SCENARIOS), n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise KeyError(f"Unknown scenario {i!r}.{hint} Known scenarios: {', '.join(SCENARIOS)}.")
+    wanted = set(ids)
+    return [s for s in CATALOG if s.id in wanted]

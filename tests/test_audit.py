@@ -1,0 +1,356 @@
+"""The behaviour audit: outcomes are measured (faulty adapters with known conventions are reported
+exactly), reports are valid and deterministic, crashes and hangs cost only their adapter, HTML and
+Markdown escape what adapters say, and an interrupted audit leaves the previous report intact."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import audit_faulty
+import numpy as np
+import pytest
+
+from attnconf.adapters import registry
+from attnconf.audit import classify, schema
+from attnconf.audit.layout import anchor
+from attnconf.audit.measure import common, heads, masks
+from attnconf.audit.report import write_reports
+from attnconf.audit.runner import AuditInterrupted, run_audit
+from attnconf.audit.scenarios import CATALOG, COMMON_OUTCOMES, SCENARIOS
+from attnconf.cli import main as cli_main
+
+TESTS = Path(__file__).parent
+KNOWN = ["NanBottomRight", "UniformTopLeft", "ScaledTwice", "GradUniform", "GradTwice", "PathPlain", "PathSame",
+         "PathNan", "PathNoHalf", "Evil"]
+TIMING = (("run", "started"), ("run", "duration_s"))
+
+
+def handles(*names: str) -> list[registry.AdapterHandle]:
+    return [registry.load(f"audit_faulty:{n}") for n in names]
+
+
+def name_of(cls: str) -> str:
+    return str(getattr(audit_faulty, cls).name)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return run_audit(handles(*KNOWN) + registry.select(["numpy"])[0], isolation="none", jobs=1)
+
+
+EXTRA = [("<script>alert(5)</script> bank", "<p>trusted fragment</p>")]
+
+
+@pytest.fixture(scope="module")
+def written(report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("audit")
+    paths = write_reports(report, out, extra_sections=EXTRA)
+    assert [p.name for p in paths] == ["audit.json", "audit.md", "audit.html"]
+    return out
+
+
+@pytest.fixture
+def worker_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes import tests/audit_faulty.py too."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+
+
+def strip_timing(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    for section, key in TIMING:
+        doc[section].pop(key)
+    for a in doc["adapters"].values():
+        a.pop("duration_s")
+    return doc
+
+
+# -- outcomes are measured -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", sorted(audit_faulty.EXPECTED))
+def test_known_conventions_are_reported_exactly(report: dict[str, Any], cls: str) -> None:
+    name = name_of(cls)
+    got = {sid: report["scenarios"][sid]["results"][name]["outcome"] for sid in audit_faulty.EXPECTED[cls]}
+    assert got == audit_faulty.EXPECTED[cls]
+
+
+def test_declared_alignment_is_not_trusted(report: dict[str, Any]) -> None:
+    r = report["scenarios"]["causal_alignment"]["results"][name_of("NanBottomRight")]
+    assert (r["outcome"], r["evidence"]["declared"]) == ("bottom_right", "top_left")
+    assert "declares top_left" in r["detail"]
+
+
+def test_reference_adapter_has_the_spec_outcomes(report: dict[str, Any]) -> None:
+    for sid, sc in report["scenarios"].items():
+        outcome = sc["results"]["numpy"]["outcome"]
+        if sc["spec"] is not None:
+            assert outcome in (sc["spec"], "unsupported"), (sid, outcome)
+        assert outcome not in ("audit_error", "invalid", "crashed", "not_run", "other"), (sid, outcome)
+
+
+def test_code_paths_compare_siblings(report: dict[str, Any]) -> None:
+    results = report["scenarios"]["code_paths"]["results"]
+    assert results["faulty.path[same]"]["outcome"] == "identical"
+    assert results["faulty.path[nan]"]["outcome"] == "differs"
+    assert "masked_row.float32" in results["faulty.path[nan]"]["detail"]
+    assert results["faulty.path"]["outcome"] == "differs"
+    no_half = results["faulty.path[nohalf]"]
+    assert no_half["outcome"] == "differs" and "masked_row.float16" in no_half["detail"]
+    assert no_half["evidence"]["compared_with"]["faulty.path"]["masked_row.float16"]["note"] == "raised TypeError vs ran"
+    assert results["numpy"]["outcome"] == "unsupported"
+
+
+def test_adapter_errors_are_outcomes_with_the_message(report: dict[str, Any]) -> None:
+    r = report["scenarios"]["fully_masked_row"]["results"]["<script>alert(1)</script>"]
+    assert r["outcome"] == "error"
+    assert r["evidence"]["error"]["type"] == "ValueError"
+    assert "<img src=x" in r["evidence"]["error"]["message"]
+
+
+def test_example_heatmap_matches_reference(report: dict[str, Any]) -> None:
+    ex = report["example"]["adapters"]["numpy"]
+    assert np.max(np.asarray(ex["abs_error"], dtype=float)) < 1e-6
+    assert np.shape(ex["weights"]) == np.shape(report["example"]["reference"])
+
+
+# -- the probes can tell the candidates apart -------------------------------------------------------
+
+def _pairwise_min(cands: dict[str, Any]) -> float:
+    names = list(cands)
+    return min(classify.distance(cands[a], cands[b]) for i, a in enumerate(names) for b in names[i + 1:])
+
+
+def test_candidates_are_far_apart() -> None:
+    for dtype in ("float32", "float16"):
+        p = common.masked_row(dtype)
+        row = p.reference(mask=None)[0, :, 1, :]
+        cands = {"zeros": np.zeros_like(row), "uniform": np.full_like(row, 1 / p.S), "unmasked": row}
+        assert _pairwise_min(cands) > 5 * common.TOL[dtype]
+    p = common.base().with_inputs("causal", causal=True)
+    cands = {a: p.reference(alignment=a) for a in ("top_left", "bottom_right")} | {"none": p.reference(causal=False)}
+    assert _pairwise_min(cands) > 100 * common.TOL["float32"]
+    mask = common.two_sided_mask("polarity", (p.B, p.T, p.S))
+    assert _pairwise_min({"m": p.reference(mask=mask), "~m": p.reference(mask=~mask), "none": p.reference(mask=None)}) > 0.01
+    g = heads.gqa_probe()
+    assert classify.distance(g.reference(), g.reference(kv_heads=[h % 2 for h in range(g.H)])) > 0.01
+    assert masks.MASKED_ROW == common.MASKED_ROW
+
+
+# -- classification on synthetic measurements ------------------------------------------------------
+
+def test_classify_fully_masked_row() -> None:
+    unmasked = np.array([[0.1, 0.2, 0.3, 0.4]])
+    assert classify.fully_masked_row(np.full((1, 4), np.nan), unmasked, 1e-4)[0] == "nan"
+    assert classify.fully_masked_row(np.zeros((1, 4)), unmasked, 1e-4)[0] == "zeros"
+    assert classify.fully_masked_row(np.full((1, 4), 0.25), unmasked, 1e-4)[0] == "uniform"
+    assert classify.fully_masked_row(unmasked + 1e-6, unmasked, 1e-4)[0] == "unmasked"
+    assert classify.fully_masked_row(np.array([[1.0, 0, 0, 0]]), unmasked, 1e-4)[0] == "other"
+    assert classify.fully_masked_row(np.array([[np.nan, 0, 0, 0]]), unmasked, 1e-4)[0] == "other"
+
+
+def test_classify_distance_never_zeroes_nan() -> None:
+    assert classify.distance([np.nan, 1.0], [0.0, 1.0]) == np.inf
+    assert classify.distance([np.nan, 1.0], [np.nan, 1.0]) == 0.0
+    assert classify.distance([np.inf], [np.nan]) == np.inf
+    assert classify.distance([1.0, 2.0], [1.0]) == np.inf
+
+
+def test_classify_spread_and_scale() -> None:
+    assert classify.spread(np.array([[True, True], [False, False]]), 0) == "all_rows"
+    assert classify.spread(np.array([[True, False], [False, False]]), 0) == "some_rows"
+    assert classify.spread(np.array([[False, False], [False, False]]), 0) == "none"
+    assert classify.spread(np.array([[True, True], [True, False]]), 0) == "other_batches"
+    logits = np.random.default_rng(0).standard_normal((3, 5))
+    w = np.exp(0.37 * logits)
+    w /= w.sum(axis=-1, keepdims=True)
+    s, residual = classify.fit_scale(w, logits)
+    assert abs(s - 0.37) < 1e-9 and residual < 1e-9
+
+
+def test_classify_precision() -> None:
+    assert classify.ulp(np.array([1.0]), "float16")[0] == 2.0**-10
+    assert classify.ulp(np.array([0.0]), "float16")[0] == 2.0**-24
+    assert classify.ulp_error(np.array([1.0 + 2.0**-10]), np.array([1.0]), "float16") == 1.0
+    assert classify.softmax_precision(0.5, 3.0, "float16") == "float32"
+    assert classify.softmax_precision(1.5, 3.0, "float16") == "float16"
+    assert classify.softmax_precision(1.5, 0.5, "float16") == "indistinct"
+    assert classify.softmax_precision(40.0, 3.0, "float16") == "other"
+
+
+def test_majority_needs_a_unique_winner() -> None:
+    assert classify.majority(["a", "b", "a"]) == "a"
+    assert classify.majority(["a", "b"]) is None
+    assert classify.majority([]) is None
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def test_catalog_ids_and_specs_are_consistent() -> None:
+    assert len(SCENARIOS) == len(CATALOG)
+    for sc in CATALOG:
+        assert sc.spec is None or sc.spec in sc.outcomes, sc.id
+        assert not set(sc.outcomes) & set(COMMON_OUTCOMES), sc.id
+        assert sc.on_error in sc.outcomes or sc.cross, sc.id
+
+
+def test_report_is_valid_and_written(report: dict[str, Any], written: Path) -> None:
+    assert schema.problems(report, schema.AUDIT_SCHEMA) == []
+    again = schema.read(written / "audit.json")
+    assert again == json.loads(json.dumps(report))
+    json.loads((written / "audit.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+def test_schema_rejects_an_unknown_outcome(report: dict[str, Any]) -> None:
+    bad = copy.deepcopy(report)
+    bad["scenarios"]["fully_masked_row"]["results"]["numpy"]["outcome"] = "sometimes"
+    assert any("sometimes" in p for p in schema.problems(bad, schema.AUDIT_SCHEMA))
+    bad = copy.deepcopy(report)
+    del bad["adapters"]["numpy"]["status"]
+    assert schema.problems(bad, schema.AUDIT_SCHEMA)
+
+
+def test_reports_are_deterministic(report: dict[str, Any]) -> None:
+    again = run_audit(handles(*KNOWN) + registry.select(["numpy"])[0], isolation="none", jobs=1)
+    assert strip_timing(again) == strip_timing(report)
+
+
+def test_markdown_tables_link_every_cell(report: dict[str, Any], written: Path) -> None:
+    text = (written / "audit.md").read_text()
+    for title in report["groups"].values():
+        assert f"## {title}" in text
+    assert "**nan**" in text  # a departure is highlighted
+    for sid, sc in report["scenarios"].items():
+        for name in sc["results"]:
+            assert f"(#{anchor(sid, name)})" in text and f'<a id="{anchor(sid, name)}"></a>' in text
+
+
+# -- escaping -------------------------------------------------------------------------------------
+
+def test_html_and_markdown_escape_adapter_text(written: Path) -> None:
+    page = (written / "audit.html").read_text()
+    for raw in ("<script>", "<img src=x", "<b>evil</b>", "<i>numpy</i>", "<b>not bold</b>"):
+        assert raw not in page, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=alert(2)&gt;" in page
+    assert "&lt;script&gt;alert(5)&lt;/script&gt; bank" in page and "<p>trusted fragment</p>" in page
+    assert "default-src 'none'" in page
+    md = (written / "audit.md").read_text()
+    for raw in ("<script>", "<img", "<b>"):
+        assert raw not in md, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+
+
+# -- isolation: crashes, hangs, load failures, contract breaches --------------------------------------
+
+def test_crash_hang_and_bad_adapters_cost_only_themselves(worker_path: None, tmp_path: Path) -> None:
+    chosen = handles("Aborts", "Hangs", "FailsToLoad", "WrongShape") + registry.select(["numpy"])[0]
+    rep = run_audit(chosen, tmp_path, timeout=8.0, isolation="all", jobs=2)
+    adapters = rep["adapters"]
+    results = {sid: sc["results"] for sid, sc in rep["scenarios"].items()}
+    aborts = adapters["faulty.aborts"]
+    assert aborts["status"] == "crashed" and "causal_alignment" in aborts["reason"] and "signal" in aborts["reason"]
+    assert results["fully_masked_row"]["faulty.aborts"]["outcome"] == "zeros"  # measured before the crash
+    assert results["causal_alignment"]["faulty.aborts"]["outcome"] == "crashed"
+    assert results["mask_polarity"]["faulty.aborts"]["outcome"] == "not_run"
+    hangs = adapters["faulty.hangs"]
+    assert hangs["status"] == "crashed" and "timed out" in hangs["reason"]
+    assert adapters["faulty.fails_to_load"]["status"] == "crashed"
+    assert "libfoo.so" in adapters["faulty.fails_to_load"]["reason"]
+    assert results["fully_masked_row"]["faulty.wrong_shape"]["outcome"] == "invalid"
+    assert adapters["numpy"]["status"] == "ok"
+    assert all(r["numpy"]["outcome"] not in ("crashed", "not_run", "audit_error") for r in results.values())
+    assert schema.read(tmp_path / "audit.json")["adapters"]["faulty.aborts"]["status"] == "crashed"
+    assert (tmp_path / "audit.html").stat().st_size > 0
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def test_cli_audit_writes_the_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    code = cli_main(["audit", "--adapter", "numpy", "-o", str(out), "--scenario", "fully_masked_row",
+                     "--scenario", "causal_alignment", "--isolation", "none", "-q"])
+    assert code == 0
+    assert schema.read(out / "audit.json")["run"]["scenarios"] == ["fully_masked_row", "causal_alignment"]
+    assert "fully_masked_row" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--adapter", "nosuchadapter"], "Unknown adapter"),
+    (["--scenario", "fully_masked"], "Did you mean"),
+    (["--timeout", "0"], "--timeout"),
+    (["--jobs", "0"], "--jobs"),
+])
+def test_cli_audit_usage_errors(argv: list[str], message: str, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["audit", "-o", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_audit_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["audit", "--list-scenarios"]) == 0
+    out = capsys.readouterr().out
+    assert all(sc.id in out for sc in CATALOG)
+
+
+def test_interrupt_leaves_previous_report_intact(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli_main(["audit", "--adapter", "numpy", "-o", str(tmp_path), "--isolation", "none", "-q",
+                     "--scenario", "default_scale"]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupt(line: str) -> None:
+        if "faulty.scaled_twice: starting" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(AuditInterrupted) as info:
+        run_audit(registry.select(["numpy"])[0] + handles("ScaledTwice"), tmp_path, interrupt, isolation="none", jobs=1)
+    assert info.value.finished == ["numpy"] and info.value.unfinished == ["faulty.scaled_twice"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_sigterm_stops_the_audit_and_its_workers(worker_path: None, tmp_path: Path) -> None:
+    """A real SIGTERM while an adapter hangs in its worker: exit 130, the message names what was not
+    finished, the previous report is intact, and the worker process is gone."""
+    (tmp_path / "audit.json").write_text("previous")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attnconf.cli", "audit", "--adapter", "audit_faulty:Hangs", "-o", str(tmp_path),
+         "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "faulty.hangs: starting" in line:
+            break
+    time.sleep(2.0)  # into the hanging call
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "interrupted" in err and "previous report" in err and "faulty.hangs" in err
+    assert (tmp_path / "audit.json").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.json"]
+    time.sleep(0.5)
+    if Path("/proc/self").exists():  # Linux: the hanging worker was killed
+        assert workers and not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z"
+                                   for pid in workers)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
