@@ -8,7 +8,10 @@ at the boundary, and a cache of jitted functions.
   `jnp.bfloat16` arrays exactly, and come back as float32 arrays.
 * Jitted functions are built once per static configuration (module hyperparameters, flags) and
   kept; `jax.jit` itself compiles once per input shape and dtype, so a conformance run compiles
-  each configuration once.
+  each configuration once. XLA's compile (about 0.1-0.5 s of CPU per shape on the CPU) is most of
+  what these adapters cost; `ATTNCONF_JAX_CACHE_DIR=DIR` keeps the compiled executables in JAX's
+  persistent compilation cache in DIR, every one of them however quick its compile, so a second
+  run loads them instead (JAX's own `JAX_COMPILATION_CACHE_DIR` skips compiles under a second).
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def jax() -> Any:
         _jax.config.update("jax_enable_x64", True)
         if not os.environ.get("JAX_PLATFORMS"):
             _jax.config.update("jax_platforms", "cpu")
+        cache = os.environ.get("ATTNCONF_JAX_CACHE_DIR")
+        if cache:
+            _jax.config.update("jax_compilation_cache_dir", cache)
+            _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            _jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _configured = True
     return _jax
 

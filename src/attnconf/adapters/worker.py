@@ -153,6 +153,7 @@ class RemoteAdapter:
         self.framework = getattr(cls, "framework", "")
         self.api = getattr(cls, "api", "")
         self.process_group = cls.process_group
+        self.expected_differences = list(getattr(cls, "expected_differences", None) or [])
         self._worker = pool.worker(cls.process_group, dict(getattr(cls, "environment", {})))
 
     def versions(self) -> dict[str, str]:

@@ -13,7 +13,6 @@ inert, so installing attnconf never changes another project's test run.
 from __future__ import annotations
 
 import json
-
 import shlex
 import warnings
 from typing import Any

@@ -1,0 +1,115 @@
+"""`jax.nn.dot_product_attention` behind the contract (a kernel adapter).
+
+Contract -> native layout (jax names the axes B batch, T/S lengths, N query heads, K kv heads,
+H head width)::
+
+    q    (B, H, T, D_k)     -> query (B, T, N, H)       np.swapaxes(q, 1, 2)
+    k    (B, H_kv, S, D_k)  -> key   (B, S, K, H)
+    v    (B, H_kv, S, D_v)  -> value (B, S, K, H)       jax takes value of key's shape: D_v = D_k
+    mask (B, H, T, S) bool  -> mask  (B, N, T, S) bool  True = take part (jax docs), unchanged
+    causal                  -> is_causal                the native flag
+    scale                   -> scale                    None: 1/sqrt(H)
+    output (B, T, N, H)     -> (B, H, T, D_v)
+
+Grouped kv heads are native (K divides N). `implementation=None` lets jax choose; on the CPU
+that is its XLA implementation. The layer chapters run it on the reference's projections
+(`KernelAdapterBase`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from attnconf.adapters._jax_common import PROCESS_GROUP, JitCache, jax, to_jax, to_numpy
+from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
+from attnconf.adapters.support import KernelAdapterBase
+from attnconf.reference._checks import invalid
+from attnconf.reference.precision import round_to
+
+Array = np.ndarray[Any, Any]
+API = "jax.nn.dot_product_attention"
+
+
+def _to_native(x: Array, dtype: str) -> Any:
+    """`(B, heads, length, D)` -> jax's `(B, length, heads, D)` in precision `dtype`."""
+    return to_jax(np.swapaxes(np.asarray(x), 1, 2), dtype)
+
+
+def _from_native(x: Any, dtype: str) -> Array:
+    """jax's `(B, length, heads, D)` -> `(B, heads, length, D)` NumPy."""
+    return np.ascontiguousarray(np.swapaxes(to_numpy(x, dtype), 1, 2))
+
+
+class JaxDPA(KernelAdapterBase):
+    """`jax.nn.dot_product_attention` with `implementation=None`, jitted once per flag set."""
+
+    name = API
+    framework = "jax"
+    api = API
+    distributions = ("jax", "jaxlib")
+    modules = ("jax",)
+    process_group = PROCESS_GROUP
+    capabilities = Capabilities(
+        level="kernel", causal=True, causal_alignment="top_left", causal_with_mask=True,
+        returns_weights=False, gqa=True, kdim_vdim=True, value_dim=False, head_dim=True,
+        output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
+        notes="value must have key's shape (D_v = D_k); projections by the reference",
+    )
+
+    def __init__(self) -> None:
+        self._forward = JitCache(self._build_forward)
+        self._vjp = JitCache(self._build_vjp)
+        self._native_mask: Array | None = None
+
+    @staticmethod
+    def _build_forward(causal: bool, scale: float | None) -> Any:
+        def forward(q: Any, k: Any, v: Any, mask: Any) -> Any:
+            return jax().nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=causal,
+                                                  implementation=None)
+
+        return forward
+
+    def _build_vjp(self, causal: bool, scale: float | None) -> Any:
+        forward = self._build_forward(causal, scale)
+
+        def vjp(q: Any, k: Any, v: Any, mask: Any, cotangent: Any) -> Any:
+            return jax().vjp(lambda q, k, v: forward(q, k, v, mask), q, k, v)[1](cotangent)
+
+        return vjp
+
+    @staticmethod
+    def _check(k: Array, v: Array) -> None:
+        if np.shape(v) != np.shape(k):
+            raise invalid("v", f"the shape of k {np.shape(k)} ({API} takes value of key's shape, D_v = D_k)",
+                          np.shape(v))
+
+    def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
+                              scale: float | None, dtype: str) -> Array:
+        """q `(B, H, T, D)`, k and v `(B, H_kv, S, D)`, mask `(B, H, T, S)` -> `(B, H, T, D)`."""
+        self._check(k, v)
+        if self._native_mask is not None:
+            mask = self._native_mask
+        fn = self._forward(bool(causal), scale)
+        out = fn(_to_native(q, dtype), _to_native(k, dtype), _to_native(v, dtype),
+                 None if mask is None else np.asarray(mask))
+        return _from_native(out, dtype)
+
+    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
+                              native_mask: Array) -> AttentionOutputs:
+        """The layer with `native_mask (B, T, S)` handed to jax's `mask` as `(B, 1, T, S)`, dtype unchanged."""
+        self._native_mask = np.asarray(native_mask)[:, None]
+        try:
+            return self.multi_head_attention(inputs, weights, dtype)
+        finally:
+            self._native_mask = None
+
+    def dot_product_attention_vjp(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
+                                  scale: float | None, dtype: str, cotangent: Array) -> dict[str, Array]:
+        """`jax.vjp` with respect to q, k and v for `cotangent (B, H, T, D)`, in the contract's layout."""
+        self._check(k, v)
+        fn = self._vjp(bool(causal), scale)
+        dq, dk, dv = fn(_to_native(q, dtype), _to_native(k, dtype), _to_native(v, dtype),
+                        None if mask is None else np.asarray(mask), _to_native(round_to(cotangent, dtype), dtype))
+        return {"q": _from_native(dq, dtype), "k": _from_native(dk, dtype), "v": _from_native(dv, dtype)}

@@ -1,0 +1,186 @@
+"""Chapter `long`: outputs on long sequences (up to N = 16,384) agree with the chunked reference.
+
+The plain reference holds the `(T, S)` scores and stops fitting long before frameworks do; the
+chunked reference (`attnconf.reference.chunked_attention`) computes the same values in O(N*d)
+memory. `same` is the chunked reference evaluated in the dtype and the tolerance is derived as
+everywhere (`tolerances.derive`); `exact` is the chunked reference in float64, since extended
+precision has no BLAS and would take hours at this length. For float64 itself the reference error
+is then not measured and the floor applies, as tolerances.py says for such chapters; the chunked
+float64 result is within one ulp of the extended-precision one (tests/test_chunked.py). Long
+sequences are where a softmax sum accumulated in a narrow type, or a mask or causal offset that
+wraps at some block boundary, shows.
+
+Kernel-level adapters are called through `dot_product_attention` on `(1, H, T, 64)` arrays;
+layer-level adapters through `multi_head_attention` (E = 128, H = 2, D = 64). Only the output is
+compared: a layer that returns `(B, H, T, S)` weights is skipped where they would not fit in
+`WEIGHTS_LIMIT`, and any case is skipped, with the reason, where a kernel that materialises the
+scores would not fit in the memory available now.
+
+The chapter is slow (seconds per case): it runs in the ``thorough`` Hypothesis profile
+(``--hypothesis-profile thorough``) or with ``--attnconf-long``, and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attnconf.adapters.base import AttentionInputs, AttentionWeights
+from attnconf.bench.memory import GIB, available_bytes, score_bytes
+from attnconf.conformance import profiles
+from attnconf.conformance.cases import seed_for
+from attnconf.conformance.check import as_float64, weights_float64
+from attnconf.reference import chunked_attention, chunked_multi_head_attention, round_to
+from attnconf.reference.precision import compute_dtype
+
+Array = np.ndarray[Any, Any]
+
+#: Returned attention weights larger than this are not requested from a layer (bytes).
+WEIGHTS_LIMIT = 1 * GIB
+HEADS, HEAD_DIM, EMBED = 2, 64, 128
+
+
+@dataclass(frozen=True)
+class Long:
+    """One long case: T queries, S keys, the causal flag and an optional padding mask."""
+
+    T: int
+    S: int
+    causal: bool = False
+    padding: bool = False
+
+
+CASES = {
+    "n4096": Long(4096, 4096),
+    "n4096_causal": Long(4096, 4096, causal=True),
+    "n4096_padding": Long(4096, 4096, padding=True),
+    "n16384": Long(16384, 16384),
+    "n16384_causal": Long(16384, 16384, causal=True),
+    "cross_causal_2048x16384": Long(2048, 16384, causal=True),
+}
+
+_references: dict[tuple[Any, ...], tuple[Array, Array]] = {}
+
+
+DISABLED = "the long chapter runs in the thorough profile (--hypothesis-profile thorough) or with --attnconf-long"
+
+
+def _enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("attnconf_long", default=False)) or profiles.profile_name() == "thorough"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The cases when the chapter is enabled; otherwise one skipped item per adapter and dtype."""
+    if "name" not in metafunc.fixturenames:
+        return
+    if _enabled(metafunc.config):
+        metafunc.parametrize("name", list(CASES))
+    else:
+        metafunc.parametrize("name", [pytest.param("", marks=pytest.mark.skip(reason=DISABLED))], ids=["long"])
+
+
+def _require(adapter: Any, dtype: str, case: Long) -> None:
+    caps = adapter.capabilities
+    if case.causal and not caps.causal:
+        pytest.skip(f"{adapter.name} has no causal flag (capabilities.causal=False)")
+    if case.padding and not caps.boolean_mask:
+        pytest.skip(f"{adapter.name} takes no boolean mask (capabilities.boolean_mask=False)")
+    if case.causal and case.padding and not caps.causal_with_mask:
+        pytest.skip(f"{adapter.name} cannot combine causal and mask (capabilities.causal_with_mask=False)")
+    itemsize = compute_dtype(dtype).itemsize
+    need = score_bytes(1, HEADS, case.T, case.S, itemsize)
+    if need > available_bytes():
+        pytest.skip(f"a kernel that materialises the scores would need {need / GIB:.1f} GiB; "
+                    f"{available_bytes() / GIB:.1f} GiB are available now")
+
+
+def _padding(case: Long, rng: np.random.Generator) -> Array | None:
+    """`(1, T, S)`: the last keys padded away (every query keeps a visible key)."""
+    if not case.padding:
+        return None
+    length = int(rng.integers(case.S // 2, case.S))
+    return np.broadcast_to(np.arange(case.S) < length, (1, case.T, case.S))
+
+
+def _kernel_inputs(name: str, case: Long, dtype: str) -> tuple[Array, Array, Array, Array | None]:
+    rng = np.random.default_rng(seed_for("long", name))
+    q = rng.standard_normal((1, HEADS, case.T, HEAD_DIM))
+    k = rng.standard_normal((1, HEADS, case.S, HEAD_DIM))
+    v = rng.standard_normal((1, HEADS, case.S, HEAD_DIM))
+    pad = _padding(case, rng)
+    mask = None if pad is None else np.broadcast_to(pad[:, None], (1, HEADS, case.T, case.S))
+    return round_to(q, dtype), round_to(k, dtype), round_to(v, dtype), mask
+
+
+def _layer_inputs(name: str, case: Long) -> tuple[AttentionInputs, AttentionWeights]:
+    rng = np.random.default_rng(seed_for("long-layer", name))
+    x = rng.standard_normal((1, case.T, EMBED))
+    kv = rng.standard_normal((1, case.S, EMBED))
+    inputs = AttentionInputs(x, kv, kv, mask=_padding(case, rng), causal=case.causal)
+
+    def kernel(*shape: int) -> Array:
+        return rng.standard_normal(shape) / np.sqrt(shape[0])
+
+    weights = AttentionWeights(
+        kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM),
+        rng.standard_normal((HEADS, HEAD_DIM, EMBED)) / np.sqrt(HEADS * HEAD_DIM),
+        query_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5, output_bias=rng.standard_normal(EMBED) * 0.5,
+    )
+    return inputs, weights
+
+
+def _cached(key: tuple[Any, ...], compute: Any) -> tuple[Array, Array]:
+    """References are shared by every adapter of a session; only the latest few are kept."""
+    if key not in _references:
+        while len(_references) >= 4:
+            _references.pop(next(iter(_references)))
+        _references[key] = compute()
+    return _references[key]
+
+
+def test_long_kernel(adapter, dtype, name, check):
+    """`dot_product_attention` on `(1, 2, T, 64)` against the chunked reference."""
+    case = CASES[name]
+    if adapter.capabilities.level != "kernel":
+        pytest.skip(f"{adapter.name} is a layer (capabilities.level='layer'): see test_long_layer")
+    _require(adapter, dtype, case)
+    q, k, v, mask = _kernel_inputs(name, case, dtype)
+    kw = dict(mask=mask, causal=case.causal, alignment=check.alignment, scale=None)
+
+    def reference() -> tuple[Array, Array]:
+        exact = chunked_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), dtype="float64", **kw)
+        return exact, chunked_attention(q, k, v, dtype=dtype, **kw)
+
+    exact, same = _cached(("kernel", name, dtype, check.alignment), reference)
+    got = np.asarray(adapter.dot_product_attention(q, k, v, mask, case.causal, None, dtype))
+    if got.shape != exact.shape:
+        pytest.fail(f"{adapter.name}: dot_product_attention returned shape {got.shape}, "
+                    f"expected (B, H, T, D_v)={exact.shape}")
+    check.close(got, exact, same, what="output", case=name)
+
+
+def test_long_layer(adapter, dtype, name, check):
+    """`multi_head_attention` (E = 128, H = 2, D = 64) against the chunked layer reference."""
+    case = CASES[name]
+    if adapter.capabilities.level == "kernel":
+        pytest.skip(f"{adapter.name} is a kernel (capabilities.level='kernel'): see test_long_kernel")
+    _require(adapter, dtype, case)
+    weights_size = HEADS * case.T * case.S * np.dtype(np.float64 if dtype == "float64" else np.float32).itemsize
+    if adapter.capabilities.returns_weights and weights_size > WEIGHTS_LIMIT:
+        pytest.skip(f"{adapter.name} returns (B, H, T, S) weights: {weights_size / GIB:.1f} GiB here, "
+                    f"over the chapter's limit of {WEIGHTS_LIMIT / GIB:.0f} GiB")
+    inputs, weights = _layer_inputs(name, case)
+    x, w = inputs.astype(dtype), weights.astype(dtype)
+
+    def reference() -> tuple[Array, Array]:
+        exact = chunked_multi_head_attention(as_float64(x), weights_float64(w), alignment=check.alignment,
+                                             dtype="float64")
+        same = chunked_multi_head_attention(x, w, alignment=check.alignment, dtype=dtype)
+        return exact.output, same.output
+
+    exact, same = _cached(("layer", name, dtype, check.alignment), reference)
+    got = check.layer(inputs, weights)
+    check.close(got.output, exact, same, what="output", case=name)

@@ -1,0 +1,443 @@
+"""Faulty adapters: realistic attention bugs that the conformance chapters must catch.
+
+`Pipeline` is multi-head attention written step by step from the reference's pieces
+(`project_heads`, `softmax`, `causal_mask`, `round_to`), evaluated in the requested precision
+like the reference. It is the control: it must pass every chapter, which shows that what the
+chapters catch in its subclasses is the bug, not this module's arithmetic. Each subclass
+overrides one step with a bug someone has shipped or could, and names in `caught_by` the
+chapters (conformance modules `test_<chapter>.py`) that must catch it.
+
+Run the suite on one of them with (from the repository root)::
+
+    PYTHONPATH=tests pytest --pyargs attnconf.conformance --adapter faulty:ScaleOverD --dtype float32
+
+`run_catalog` runs the whole catalog in one pytest subprocess; tests/test_power.py and
+scripts/faulty_table.py use it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from hypothesis import Phase, settings
+
+from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
+from attnconf.adapters.support import AdapterBase
+from attnconf.conformance import profiles
+from attnconf.reference import causal_mask, project_heads, round_to, softmax
+from attnconf.reference.precision import in_compute
+
+Array = np.ndarray[Any, Any]
+LAYER = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True,
+                     notes="tests/faulty.py")
+
+
+class Pipeline(AdapterBase):
+    """The control: multi-head attention step by step, with no bug."""
+
+    name = "faulty.control"
+    api = "tests/faulty.py"
+    capabilities = LAYER
+    alignment: ClassVar[str] = "top_left"
+    caught_by: ClassVar[tuple[str, ...]] = ()
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        p, H = dtype, weights.num_heads
+        q = self.split(inputs.query, weights.query_kernel, weights.query_bias, p)  # (B, H, T, D_k)
+        k = self.split(inputs.key, weights.key_kernel, weights.key_bias, p)  # (B, H_kv, S, D_k)
+        v = self.split(inputs.value, weights.value_kernel, self.value_bias(weights), p)  # (B, H_kv, S, D_v)
+        k, v = self.kv_heads(k, H), self.kv_heads(v, H)  # (B, H, S, D)
+        scale = self.scale(inputs.scale, q.shape[-1])
+        logits = round_to(np.einsum("bhtd,bhsd->bhts", in_compute(q, p), in_compute(k, p)) * scale, p)
+        visible = self.visible(inputs, q.shape[2], k.shape[2])  # (B, 1, T, S)
+        attn = round_to(self.softmax(in_compute(logits, p), visible), p)  # (B, H, T, S)
+        heads = round_to(np.einsum("bhts,bhsd->bhtd", in_compute(self.dropout(attn), p), in_compute(v, p)), p)
+        out = self.merge(heads, weights, p)  # (B, T, E_out)
+        return AttentionOutputs(output=out, weights=self.returned(attn, logits, p))
+
+    # -- the steps a bug can hide in -------------------------------------------------------
+
+    def split(self, x: Array, kernel: Array, bias: Array | None, p: str) -> Array:
+        return project_heads(x, kernel, bias, p)
+
+    def value_bias(self, weights: AttentionWeights) -> Array | None:
+        return weights.value_bias
+
+    def kv_heads(self, x: Array, H: int) -> Array:
+        return np.repeat(x, H // x.shape[1], axis=1)  # query head h reads kv head h // group
+
+    def scale(self, given: float | None, D_k: int) -> float:
+        return given if given is not None else 1.0 / math.sqrt(D_k)
+
+    def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
+        vis = np.ones((1, 1, T, S), dtype=bool) if inputs.mask is None else inputs.mask[:, None]
+        if inputs.causal:
+            vis = vis & causal_mask(T, S, self.alignment)[None, None]  # type: ignore[arg-type]
+        return vis
+
+    def softmax(self, logits: Array, visible: Array) -> Array:
+        return softmax(logits, where=visible)
+
+    def dropout(self, attn: Array) -> Array:
+        return attn
+
+    def merge(self, heads: Array, weights: AttentionWeights, p: str) -> Array:
+        out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, p), in_compute(weights.output_kernel, p)), p)
+        if weights.output_bias is not None:
+            out = round_to(in_compute(out, p) + in_compute(weights.output_bias, p), p)
+        return out
+
+    def returned(self, attn: Array, logits: Array, p: str) -> Array:
+        return attn
+
+
+# -- scale ----------------------------------------------------------------------------------
+
+
+class ScaleOverD(Pipeline):
+    """Logits scaled by 1/D_k instead of 1/sqrt(D_k)."""
+
+    name = "faulty.scale_over_d"
+    caught_by = ("scaling",)
+
+    def scale(self, given: float | None, D_k: int) -> float:
+        return given if given is not None else 1.0 / D_k
+
+
+class NoScale(Pipeline):
+    """Logits not scaled at all (scale 1) unless a scale is given."""
+
+    name = "faulty.no_scale"
+    caught_by = ("scaling",)
+
+    def scale(self, given: float | None, D_k: int) -> float:
+        return given if given is not None else 1.0
+
+
+class GivenScaleIgnored(Pipeline):
+    """A custom scale is accepted and ignored: always 1/sqrt(D_k)."""
+
+    name = "faulty.given_scale_ignored"
+    caught_by = ("scaling",)
+
+    def scale(self, given: float | None, D_k: int) -> float:
+        return 1.0 / math.sqrt(D_k)
+
+
+# -- softmax --------------------------------------------------------------------------------
+
+
+class SoftmaxWrongAxis(Pipeline):
+    """Softmax over the query axis instead of the key axis."""
+
+    name = "faulty.softmax_wrong_axis"
+    caught_by = ("softmax", "convexity")
+
+    def softmax(self, logits: Array, visible: Array) -> Array:
+        return softmax(logits, axis=-2, where=visible)
+
+
+class NoMaxSubtraction(Pipeline):
+    """exp(logits) / sum(exp(logits)) without subtracting the row maximum: overflows on large logits."""
+
+    name = "faulty.no_max_subtraction"
+    caught_by = ("softmax",)
+
+    def softmax(self, logits: Array, visible: Array) -> Array:
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = np.where(visible, np.exp(logits), 0.0).astype(logits.dtype)
+            return e / e.sum(axis=-1, keepdims=True)
+
+
+# -- masks ----------------------------------------------------------------------------------
+
+
+class MaskInverted(Pipeline):
+    """The boolean mask read with the opposite polarity (True = masked, as torch's)."""
+
+    name = "faulty.mask_inverted"
+    caught_by = ("masking", "causality")
+
+    def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
+        inverted = None if inputs.mask is None else ~inputs.mask
+        return super().visible(AttentionInputs(inputs.query, inputs.key, inputs.value, inverted, inputs.causal), T, S)
+
+
+class FiniteMaskFill(Pipeline):
+    """Masked logits get an additive -1e4 (BERT's extended attention mask), not excluded."""
+
+    name = "faulty.finite_mask_fill"
+    caught_by = ("masking",)
+
+    def softmax(self, logits: Array, visible: Array) -> Array:
+        return softmax(logits + np.where(visible, 0.0, -1e4).astype(logits.dtype))
+
+
+class WeightsBeforeMask(Pipeline):
+    """The returned weights are the softmax before the mask was applied (the output is right)."""
+
+    name = "faulty.weights_before_mask"
+    caught_by = ("masking",)
+
+    def returned(self, attn: Array, logits: Array, p: str) -> Array:
+        return round_to(softmax(in_compute(logits, p)), p)
+
+
+# -- causal ---------------------------------------------------------------------------------
+
+
+class CausalOffByOne(Pipeline):
+    """The causal mask lets query i see key i + 1 (`j <= i + 1`)."""
+
+    name = "faulty.causal_off_by_one"
+    caught_by = ("causality",)
+
+    def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
+        vis = np.ones((1, 1, T, S), dtype=bool) if inputs.mask is None else inputs.mask[:, None]
+        if inputs.causal:
+            vis = vis & (np.arange(S)[None, :] <= np.arange(T)[:, None] + 1)
+        return vis
+
+
+class CausalBottomRight(Pipeline):
+    """Declares the top-left causal alignment, applies bottom-right (visible when T != S)."""
+
+    name = "faulty.causal_bottom_right"
+    alignment = "bottom_right"
+    caught_by = ("causality",)
+
+
+class CausalAlwaysOn(Pipeline):
+    """The causal mask is applied whether or not the causal flag is set (a hard-coded decoder)."""
+
+    name = "faulty.causal_always_on"
+    caught_by = ("permutation",)
+
+    def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
+        return super().visible(AttentionInputs(inputs.query, inputs.key, inputs.value, inputs.mask, True), T, S)
+
+
+class CausalDropsMask(Pipeline):
+    """With the causal flag set, the mask is silently dropped (one or the other, as some kernels take)."""
+
+    name = "faulty.causal_drops_mask"
+    caught_by = ("causality",)
+
+    def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
+        mask = None if inputs.causal else inputs.mask
+        return super().visible(AttentionInputs(inputs.query, inputs.key, inputs.value, mask, inputs.causal), T, S)
+
+
+# -- heads ----------------------------------------------------------------------------------
+
+
+class HeadsReversed(Pipeline):
+    """Heads concatenated in reverse order before the output projection."""
+
+    name = "faulty.heads_reversed"
+    caught_by = ("heads",)
+
+    def merge(self, heads: Array, weights: AttentionWeights, p: str) -> Array:
+        return super().merge(heads[:, ::-1], weights, p)
+
+
+class HeadSplitWrongAxis(Pipeline):
+    """Projections `(.., H * D)` split as `(.., D, H)`: head h gets features h, h + H, h + 2H, ..."""
+
+    name = "faulty.head_split_wrong_axis"
+    caught_by = ("heads",)
+
+    def split(self, x: Array, kernel: Array, bias: Array | None, p: str) -> Array:
+        E, H, D = kernel.shape
+        flat_bias = None if bias is None else bias.reshape(1, H * D)
+        y = project_heads(x, kernel.reshape(E, 1, H * D), flat_bias, p)[:, 0]  # (B, N, H * D)
+        return y.reshape(y.shape[0], y.shape[1], D, H).transpose(0, 3, 1, 2)
+
+
+class OutputKernelTransposed(Pipeline):
+    """The output kernel flattened to `(H * D_v, E_out)` is used transposed when it is square."""
+
+    name = "faulty.output_kernel_transposed"
+    caught_by = ("heads",)
+
+    def merge(self, heads: Array, weights: AttentionWeights, p: str) -> Array:
+        H, D_v, E = weights.output_kernel.shape
+        if H * D_v != E:
+            return super().merge(heads, weights, p)
+        wo = weights.output_kernel.reshape(E, E).T.reshape(H, D_v, E)
+        return super().merge(heads, AttentionWeights(weights.query_kernel, weights.key_kernel, weights.value_kernel,
+                                                     wo, output_bias=weights.output_bias), p)
+
+
+class WeightsAveragedOverHeads(Pipeline):
+    """The returned weights are averaged over heads (torch's default) and repeated per head."""
+
+    name = "faulty.weights_averaged_over_heads"
+    caught_by = ("heads",)
+
+    def returned(self, attn: Array, logits: Array, p: str) -> Array:
+        return np.broadcast_to(attn.mean(axis=1, keepdims=True), attn.shape).copy()
+
+
+class GqaTiled(Pipeline):
+    """Grouped-query kv heads tiled (query head h reads kv head h % H_kv) instead of repeated."""
+
+    name = "faulty.gqa_tiled"
+    caught_by = ("heads",)
+
+    def kv_heads(self, x: Array, H: int) -> Array:
+        return np.tile(x, (1, H // x.shape[1], 1, 1))
+
+
+# -- values and inputs ----------------------------------------------------------------------
+
+
+class ValueBiasDropped(Pipeline):
+    """The value projection's bias is never added."""
+
+    name = "faulty.value_bias_dropped"
+    caught_by = ("convexity",)
+
+    def value_bias(self, weights: AttentionWeights) -> Array | None:
+        return None
+
+
+class QueryKeySwapped(Pipeline):
+    """Query and key handed over in the wrong order (as `attention(key, query, value)`)."""
+
+    name = "faulty.query_key_swapped"
+    caught_by = ("permutation",)
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        if inputs.query.shape[1] != inputs.key.shape[1]:
+            raise ValueError(f"value has {inputs.value.shape[1]} positions but key has {inputs.query.shape[1]}")
+        swapped = AttentionInputs(inputs.key, inputs.query, inputs.value, inputs.mask, inputs.causal, inputs.scale)
+        return super().multi_head_attention(swapped, weights, dtype)
+
+
+class BatchFirstForgotten(Pipeline):
+    """Batch-first arrays handed to a sequence-first layer: attention runs across the batch axis."""
+
+    name = "faulty.batch_first_forgotten"
+    capabilities = Capabilities(level="layer", gqa=True, custom_scale=True, boolean_mask=False, causal=False,
+                                causal_alignment=None, causal_with_mask=False, notes="tests/faulty.py")
+    caught_by = ("batches",)
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        q, k, v = (x.swapaxes(0, 1) for x in (inputs.query, inputs.key, inputs.value))
+        out = super().multi_head_attention(AttentionInputs(q, k, v, scale=inputs.scale), weights, dtype)
+        return AttentionOutputs(out.output.swapaxes(0, 1), None)
+
+
+class BatchPacked(Pipeline):
+    """Batch elements packed into one sequence without a block-diagonal mask: keys leak across elements."""
+
+    name = "faulty.batch_packed"
+    caught_by = ("batches",)
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        B, T, S = inputs.query.shape[0], inputs.query.shape[1], inputs.key.shape[1]
+        own = np.ones((B, T, S), bool) if inputs.mask is None else inputs.mask
+        if inputs.causal:
+            own = own & causal_mask(T, S, self.alignment)[None]  # type: ignore[arg-type]
+        mask = np.ones((B, T, B, S), dtype=bool)  # every other element's keys visible
+        mask[np.arange(B), :, np.arange(B)] = own
+        key, value = (np.broadcast_to(x.reshape(1, B * S, -1), (B, B * S, x.shape[2])) for x in (inputs.key, inputs.value))
+        out = super().multi_head_attention(
+            AttentionInputs(inputs.query, key, value, mask.reshape(B, T, B * S), False, inputs.scale), weights, dtype)
+        w = out.weights.reshape(B, -1, T, B, S)  # (B, H, T, B, S): every element's keys
+        return AttentionOutputs(out.output, w[np.arange(B), :, :, np.arange(B)])  # (B, H, T, S): its own
+
+
+# -- randomness -----------------------------------------------------------------------------
+
+
+class DropoutLeftOn(Pipeline):
+    """Attention dropout (rate 0.1) left on in inference: the layer is still in training mode."""
+
+    name = "faulty.dropout_left_on"
+    caught_by = ("determinism",)
+    rate: ClassVar[float] = 0.1
+
+    def dropout(self, attn: Array) -> Array:
+        keep = np.random.default_rng().random(attn.shape) >= self.rate
+        return (attn * keep / (1 - self.rate)).astype(attn.dtype)
+
+    def with_dropout(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
+                     rate: float) -> AttentionOutputs:
+        return self.multi_head_attention(inputs, weights, dtype)
+
+
+CONTROLS: tuple[type[Pipeline], ...] = (Pipeline,)
+FAULTY: tuple[type[Pipeline], ...] = (
+    ScaleOverD, NoScale, GivenScaleIgnored, SoftmaxWrongAxis, NoMaxSubtraction, MaskInverted, FiniteMaskFill,
+    WeightsBeforeMask, CausalOffByOne, CausalBottomRight, CausalAlwaysOn, CausalDropsMask, HeadsReversed,
+    HeadSplitWrongAxis, OutputKernelTransposed, WeightsAveragedOverHeads, GqaTiled, ValueBiasDropped,
+    QueryKeySwapped, BatchFirstForgotten, BatchPacked, DropoutLeftOn,
+)
+
+#: The chapters the catalog runs: every invariant chapter, and agreement for comparison.
+CHAPTERS = ("scaling", "softmax", "convexity", "masking", "causality", "permutation", "heads", "batches",
+            "determinism", "agreement")
+DTYPES = ("float32",)
+
+
+def chapter_tests(chapters: tuple[str, ...] = CHAPTERS) -> dict[str, str]:
+    """{test function name: chapter} for the conformance modules `test_<chapter>.py`."""
+    import importlib
+
+    return {name: c for c in chapters for name in vars(importlib.import_module(f"attnconf.conformance.test_{c}"))
+            if name.startswith("test_")}
+
+
+#: The ci profile without its shrink phase: the same derandomised examples, so the same bugs are
+#: found, without the time spent minimising each failing example (the catalog run only counts).
+settings.register_profile("ci-noshrink", profiles.PROFILES["ci"], phases=(Phase.explicit, Phase.reuse, Phase.generate))
+
+
+def run_catalog(workdir: Path, adapters: list[str] | None = None, dtypes: tuple[str, ...] = DTYPES,
+                chapters: tuple[str, ...] = CHAPTERS, profile: str = "ci-noshrink", timeout: float = 900) -> dict[str, Any]:
+    """Run the chapters over the numpy adapter, the controls and the faulty adapters, in one pytest.
+
+    Returns {"wall": seconds, "command": [...], "log": tail of the output, "adapters": {name:
+    {"failed": {chapter: [test ids]}, "passed": n, "skipped": n, "seconds": total test time,
+    "durations": {test id: seconds}, "messages": {test id: message}}}}.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "results.json"
+    specs = adapters or ["numpy", *(f"faulty:{c.__name__}" for c in (*CONTROLS, *FAULTY))]
+    cmd = [sys.executable, "-m", "pytest", "--pyargs", *(f"attnconf.conformance.test_{c}" for c in chapters),
+           "-q", "-p", "no:randomly", "-W", "ignore", "-p", "faulty", "--hypothesis-profile", profile,
+           "--attnconf-json", str(out),
+           *(f"--adapter={a}" for a in specs), *(f"--dtype={d}" for d in dtypes)]
+    here = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                          timeout=timeout)
+    wall = time.perf_counter() - start
+    log = proc.stdout[-4000:] + proc.stderr[-4000:]
+    if not out.exists():
+        raise RuntimeError(f"the catalog run wrote no results (exit {proc.returncode}):\n{log}")
+    by: dict[str, Any] = {}
+    chapter = chapter_tests(chapters)
+    for t in json.loads(out.read_text())["tests"]:
+        a = by.setdefault(t["adapter"], {"failed": {}, "passed": 0, "skipped": 0, "seconds": 0.0, "messages": {},
+                                         "durations": {}})
+        a["seconds"] += t["duration"] or 0.0
+        test_id = t["nodeid"].split("::")[-1]
+        a["durations"][test_id] = t["duration"] or 0.0
+        if t["outcome"] == "failed":
+            a["failed"].setdefault(chapter[t["test"]], []).append(test_id)
+            a["messages"][test_id] = t["message"]
+        elif t["outcome"] in ("passed", "skipped"):
+            a[t["outcome"]] += 1
+    return {"wall": wall, "command": cmd, "log": log, "adapters": by, "returncode": proc.returncode}
