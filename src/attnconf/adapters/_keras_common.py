@@ -177,10 +177,8 @@ class MHAAdapterBase(AdapterBase):
         return result[0] if self.scores else result
 
     # -- the flow ----------------------------------------------------------------------------
-    def _layer(self, inputs: AttentionInputs, w: AttentionWeights, dtype: str, dropout: float = 0.0) -> Any:
+    def _layer(self, w: AttentionWeights, dtype: str, dropout: float = 0.0) -> Any:
         """The layer for `w`'s shapes (cached by shape, dtype and dropout) with `w` loaded."""
-        if inputs.scale is not None:
-            raise invalid("scale", f"None ({self.api} has no scale argument; it uses 1/sqrt(key_dim))", inputs.scale)
         arguments = layer_arguments(w)
         widths = (w.query_dim, w.key_dim, w.value_dim)
         key = (*sorted(arguments.items()), widths, dtype, dropout)
@@ -190,26 +188,26 @@ class MHAAdapterBase(AdapterBase):
         layer.set_weights(to_native(self._paths(layer), w))
         return layer
 
-    def _kwargs(self, inputs: AttentionInputs, mask: Any, dtype: str) -> dict[str, Any]:
+    def _kwargs(self, inputs: AttentionInputs, mask: Array | None) -> dict[str, Any]:
+        """The call's keyword arguments; `mask` goes to `attention_mask` as is."""
+        if inputs.scale is not None:
+            raise invalid("scale", f"None ({self.api} has no scale argument; it uses 1/sqrt(key_dim))", inputs.scale)
         kwargs: dict[str, Any] = {"training": False}
         if mask is not None:
-            kwargs["attention_mask"] = self._mask(np.asarray(mask))
+            kwargs["attention_mask"] = np.asarray(mask)
         if inputs.causal:
             kwargs["use_causal_mask"] = True
         if self.scores:
             kwargs["return_attention_scores"] = True
         return kwargs
 
-    def _mask(self, mask: Array) -> Any:
-        return mask
-
     def _tensors(self, inputs: AttentionInputs, dtype: str) -> tuple[Any, Any, Any]:
         return (self._tensor(inputs.query, dtype), self._tensor(inputs.key, dtype), self._tensor(inputs.value, dtype))
 
     def _run(self, inputs: AttentionInputs, w: AttentionWeights, dtype: str, mask: Any,
              dropout: float = 0.0) -> AttentionOutputs:
-        layer = self._layer(inputs, w, dtype, dropout)
-        result = self._call(layer, self._tensors(inputs, dtype), self._kwargs(inputs, mask, dtype))
+        kwargs = self._kwargs(inputs, mask)
+        result = self._call(self._layer(w, dtype, dropout), self._tensors(inputs, dtype), kwargs)
         out, scores = (result[0], result[1]) if self.scores else (result, None)
         return AttentionOutputs(self._numpy(out, dtype), None if scores is None else self._numpy(scores, dtype))
 
@@ -228,16 +226,15 @@ class MHAAdapterBase(AdapterBase):
 
     def round_trip_weights(self, weights: AttentionWeights, dtype: str) -> AttentionWeights:
         """`set_weights` then `get_weights`, mapped back to the canonical names."""
-        layer = self._layer(AttentionInputs(np.zeros((1, 1, weights.query_dim)), np.zeros((1, 1, weights.key_dim)),
-                                            np.zeros((1, 1, weights.value_dim))), weights, dtype)
+        layer = self._layer(weights, dtype)
         arrays = [as_storage(a, dtype) for a in layer.get_weights()]
         return from_native(self._paths(layer), arrays)
 
     def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                                  cotangent: Array) -> dict[str, Array]:
         """Gradients of `sum(output * cotangent)` w.r.t. query, key, value and every weight."""
-        layer = self._layer(inputs, weights, dtype)
-        kwargs = self._kwargs(inputs, inputs.mask, dtype)
+        kwargs = self._kwargs(inputs, inputs.mask)
+        layer = self._layer(weights, dtype)
         xs, ws = self._vjp(layer, self._tensors(inputs, dtype), kwargs, self._tensor(cotangent, dtype))
         grads = {n: self._numpy(g, dtype) for n, g in zip(("query", "key", "value"), xs, strict=True)}
         grads.update({canonical_name(p): self._numpy(g, dtype) for p, g in ws.items()})

@@ -10,7 +10,9 @@ references, ``reference:chunked`` and ``reference:plain``. For each N, in increa
 2. predict its time from the last step (quadratic growth) and skip it over `max_seconds`;
 3. call the kernel once untimed (compilation, tracing, allocation of caches), then `repeats`
    timed calls; record each wall time, the CPU time per wall time (the cores the kernel really
-   used) and the peak extra resident memory of one call (`attnconf.bench.memory.PeakRss`).
+   used) and the peak extra resident memory of a timed call (`attnconf.bench.memory.PeakRss`),
+   and separately of the untimed first call: an allocator that keeps a pool from that call (ONNX
+   Runtime's arena, XLA's buffers) shows its growth there, not in the timed calls.
 
 Each step is one JSON line on stdout; the first line describes the process (versions, threads).
 """
@@ -108,7 +110,8 @@ def predict_memory(n: int, s: dict[str, Any], info: dict[str, Any], last: dict[s
 def run_step(kernel: Kernel, n: int, s: dict[str, Any]) -> dict[str, Any]:
     """Warm-up call, then `repeats` timed calls at length `n`."""
     q, k, v = _inputs(n, s)
-    kernel(q, k, v)  # compilation, tracing, caches: not timed
+    with PeakRss() as first:  # compilation, tracing, allocator pools: not timed
+        kernel(q, k, v)
     times, cpus, peaks = [], [], []
     for _ in range(s["repeats"]):
         with PeakRss() as peak:
@@ -121,6 +124,7 @@ def run_step(kernel: Kernel, n: int, s: dict[str, Any]) -> dict[str, Any]:
         peaks.append(peak.extra)
     return {"status": "ok", "times_s": times, "median_s": float(np.median(times)),
             "cpu_per_wall": float(np.median(cpus)), "peak_extra_bytes": int(max(peaks)),
+            "warmup_peak_extra_bytes": first.extra,
             "rss_bytes": rss_bytes()}
 
 
