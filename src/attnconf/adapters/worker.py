@@ -145,16 +145,17 @@ class WorkerPool:
 class RemoteAdapter:
     """A proxy for an adapter running in a worker process."""
 
-    def __init__(self, spec: str, cls: Any, pool: WorkerPool):
+    def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str | None = None):
         self.spec = spec
         self.cls = cls
         self.name = cls.name
         self.capabilities = cls.capabilities
         self.framework = getattr(cls, "framework", "")
         self.api = getattr(cls, "api", "")
-        self.process_group = cls.process_group
+        # `group` isolates an adapter that declares no process group (e.g. to survive its crash)
+        self.process_group = group or cls.process_group
         self.expected_differences = list(getattr(cls, "expected_differences", None) or [])
-        self._worker = pool.worker(cls.process_group, dict(getattr(cls, "environment", {})))
+        self._worker = pool.worker(self.process_group, dict(getattr(cls, "environment", {})))
 
     def versions(self) -> dict[str, str]:
         return dict(self._worker.call(self.spec, "versions"))

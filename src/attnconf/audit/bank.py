@@ -127,13 +127,13 @@ def bank_section(adapters: Sequence[Any]) -> tuple[str, str]:
 def bank_section_for_handles(handles: Sequence[Any], timeout: float | None = None) -> tuple[str, str]:
     """`bank_section` for registry handles (`registry.select`): adapters that declare a process
     group run in worker processes, as in the conformance run; unavailable handles are left out."""
-    from attnconf.adapters.registry import instantiate
     from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
 
     pool = WorkerPool(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
     try:
-        adapters = [RemoteAdapter(h.spec, h.obj, pool) if getattr(h.obj, "process_group", None)
-                    else instantiate(h.obj) for h in handles if h.available]
+        # every adapter in a worker process: one that aborts costs only its own pictures
+        adapters = [RemoteAdapter(h.spec, h.obj, pool, getattr(h.obj, "process_group", None) or f"bank:{h.name}")
+                    for h in handles if h.available]
         return bank_section(adapters)
     finally:
         pool.close()
