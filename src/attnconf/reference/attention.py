@@ -49,6 +49,36 @@ def _as_bias4(bias: object, target: tuple[int, int, int, int]) -> Array:
     return b
 
 
+def check_attention_args(
+    q: object, k: object, v: object, alignment: str, fully_masked: str, scale: float | None, dtype: str | None
+) -> tuple[Array, Array, Array, float, str]:
+    """Validate the arguments shared by the attention functions of the spec.
+
+    Returns `(q, k, v, scale, precision)`: the arrays as checked NumPy arrays, the scale with its
+    default `1/sqrt(D_k)` applied, and the precision name (`dtype`, or the dtype of `q`).
+    """
+    q = as_float_array("q", q, 4)
+    k = as_float_array("k", k, 4)
+    v = as_float_array("v", v, 4)
+    B, H, _, D_k = q.shape
+    H_kv, S = k.shape[1], k.shape[2]
+    expect_dim("k", k, 0, B, "batch, as in q")
+    expect_dim("k", k, 3, D_k, "key width D_k, as in q")
+    expect_dim("v", v, 0, B, "batch, as in q")
+    expect_dim("v", v, 1, H_kv, "kv heads H_kv, as in k")
+    expect_dim("v", v, 2, S, "keys S, as in k")
+    if H % H_kv:
+        raise invalid("k", f"a number of kv heads that divides the {H} query heads", H_kv)
+    check_choice("alignment", alignment, ALIGNMENTS)
+    check_choice("fully_masked", fully_masked, FULLY_MASKED_POLICIES)
+    if scale is None:
+        scale = 1.0 / math.sqrt(D_k)
+    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)) or isinstance(scale, bool):
+        raise invalid("scale", "a finite float or None", repr(scale))
+    precision = check_dtype_name("dtype", dtype) if dtype is not None else str(q.dtype)
+    return q, k, v, float(scale), precision
+
+
 @overload
 def scaled_dot_product_attention(
     q: Array, k: Array, v: Array, mask: Array | None = ..., bias: Array | None = ...,
@@ -99,25 +129,9 @@ def scaled_dot_product_attention(
     Returns:
         The output `(B, H, T, D_v)`, and the weights `(B, H, T, S)` if `return_weights`.
     """
-    q = as_float_array("q", q, 4)
-    k = as_float_array("k", k, 4)
-    v = as_float_array("v", v, 4)
-    B, H, T, D_k = q.shape
+    q, k, v, scale, precision = check_attention_args(q, k, v, alignment, fully_masked, scale, dtype)
+    B, H, T, _ = q.shape
     H_kv, S = k.shape[1], k.shape[2]
-    expect_dim("k", k, 0, B, "batch, as in q")
-    expect_dim("k", k, 3, D_k, "key width D_k, as in q")
-    expect_dim("v", v, 0, B, "batch, as in q")
-    expect_dim("v", v, 1, H_kv, "kv heads H_kv, as in k")
-    expect_dim("v", v, 2, S, "keys S, as in k")
-    if H % H_kv:
-        raise invalid("k", f"a number of kv heads that divides the {H} query heads", H_kv)
-    check_choice("alignment", alignment, ALIGNMENTS)
-    check_choice("fully_masked", fully_masked, FULLY_MASKED_POLICIES)
-    if scale is None:
-        scale = 1.0 / math.sqrt(D_k)
-    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)) or isinstance(scale, bool):
-        raise invalid("scale", "a finite float or None", repr(scale))
-    precision = check_dtype_name("dtype", dtype) if dtype is not None else str(q.dtype)
 
     target = (B, H, T, S)
     visible = np.ones((1, 1, T, S), dtype=bool)

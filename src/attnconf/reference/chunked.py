@@ -53,14 +53,11 @@ from attnconf.reference._checks import (
     as_bool_array,
     as_float_array,
     check_broadcast,
-    check_choice,
-    check_dtype_name,
-    expect_dim,
     invalid,
 )
-from attnconf.reference.masks import ALIGNMENTS, Alignment
+from attnconf.reference.masks import Alignment
 from attnconf.reference.precision import compute_dtype, round_to
-from attnconf.reference.softmax import FULLY_MASKED_POLICIES, FullyMaskedPolicy
+from attnconf.reference.softmax import FullyMaskedPolicy
 
 if TYPE_CHECKING:
     from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
@@ -197,25 +194,11 @@ def chunked_attention(
     Returns:
         The output `(B, H, T, D_v)` in the storage dtype of the precision.
     """
-    q = as_float_array("q", q, 4)
-    k = as_float_array("k", k, 4)
-    v = as_float_array("v", v, 4)
+    from attnconf.reference.attention import check_attention_args
+
+    q, k, v, scale, precision = check_attention_args(q, k, v, alignment, fully_masked, scale, dtype)
     B, H, T, D_k = q.shape
     H_kv, S = k.shape[1], k.shape[2]
-    expect_dim("k", k, 0, B, "batch, as in q")
-    expect_dim("k", k, 3, D_k, "key width D_k, as in q")
-    expect_dim("v", v, 0, B, "batch, as in q")
-    expect_dim("v", v, 1, H_kv, "kv heads H_kv, as in k")
-    expect_dim("v", v, 2, S, "keys S, as in k")
-    if H % H_kv:
-        raise invalid("k", f"a number of kv heads that divides the {H} query heads", H_kv)
-    check_choice("alignment", alignment, ALIGNMENTS)
-    check_choice("fully_masked", fully_masked, FULLY_MASKED_POLICIES)
-    if scale is None:
-        scale = 1.0 / math.sqrt(D_k)
-    elif not (isinstance(scale, (int, float)) and math.isfinite(scale)) or isinstance(scale, bool):
-        raise invalid("scale", "a finite float or None", repr(scale))
-    precision = check_dtype_name("dtype", dtype if dtype is not None else str(q.dtype))
     for name, value in (("block_q", block_q), ("block_k", block_k), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise invalid(name, "a positive integer or None", repr(value))
