@@ -36,9 +36,11 @@ _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shri
 PROFILES: dict[str, settings] = {
     "ci": settings(max_examples=3, derandomize=True, database=None, deadline=None, print_blob=True,
                    suppress_health_check=SUPPRESSED, phases=_PHASES),
-    "dev": settings(max_examples=25, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED,
+    # derandomize is explicit: unset settings inherit from the profile active at import, which is
+    # Hypothesis's own derandomized "ci" profile wherever the CI environment variable is set
+    "dev": settings(max_examples=25, derandomize=False, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED,
                     phases=_PHASES),
-    "thorough": settings(max_examples=200, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED,
+    "thorough": settings(max_examples=200, derandomize=False, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED,
                          phases=_PHASES),
 }
 DEFAULT = "ci"
