@@ -8,16 +8,23 @@ at the boundary, and a cache of jitted functions.
   `jnp.bfloat16` arrays exactly, and come back as float32 arrays.
 * Jitted functions are built once per static configuration (module hyperparameters, flags) and
   kept; `jax.jit` itself compiles once per input shape and dtype, so a conformance run compiles
-  each configuration once. XLA's compile (about 0.1-0.5 s of CPU per shape on the CPU) is most of
-  what these adapters cost; `ATTNCONF_JAX_CACHE_DIR=DIR` keeps the compiled executables in JAX's
-  persistent compilation cache in DIR, every one of them however quick its compile, so a second
-  run loads them instead (JAX's own `JAX_COMPILATION_CACHE_DIR` skips compiles under a second).
+  each configuration once. XLA's compile (about 0.1-0.8 s of CPU per program on the CPU) is most
+  of what these adapters cost in a first run, so the compiled executables are kept in JAX's
+  persistent compilation cache, every one of them however quick its compile (JAX's own default
+  skips compiles under a second): a later run on the same machine loads them instead. The cache
+  lives in `compile_cache_dir()`; ``ATTNCONF_JAX_CACHE_DIR=DIR`` moves it, ``=off`` switches it
+  off. JAX's cache key covers the program, the compile options, the backend and the jax/jaxlib
+  versions, not the host CPU, so the default directory is per machine type (architecture and CPU
+  flags): a home directory shared between different machines never loads code built for another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +39,39 @@ PROCESS_GROUP = "jax"
 _configured = False
 
 
+def _machine_key() -> str:
+    """A short digest of what compiled CPU code depends on: architecture, CPU model and flags."""
+    facts = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features", "CPU part")):
+                    facts.append(line.strip())
+                elif not line.strip() and len(facts) > 2:  # the first processor's block is enough
+                    break
+    except OSError:  # not Linux: the architecture alone
+        pass
+    return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:12]
+
+
+def compile_cache_dir() -> Path | None:
+    """Where compiled XLA executables are kept between runs, or None when switched off.
+
+    ``ATTNCONF_JAX_CACHE_DIR``: a directory, or ``off`` (also ``0``, ``none``, ``false``);
+    unset, ``$XDG_CACHE_HOME/attnconf/jax/<machine>`` (``~/.cache`` when XDG_CACHE_HOME is unset).
+    """
+    setting = os.environ.get("ATTNCONF_JAX_CACHE_DIR")
+    if setting is not None:
+        if setting.strip().lower() in ("", "0", "off", "none", "false", "no"):
+            return None
+        return Path(setting).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnconf" / "jax" / _machine_key()
+
+
 def jax() -> Any:
-    """The `jax` module, imported on first use and configured once (x64 on, CPU by default)."""
+    """The `jax` module, imported on first use and configured once (x64 on, CPU by default,
+    the persistent compilation cache of `compile_cache_dir()`)."""
     global _configured
     import jax as _jax
 
@@ -41,9 +79,9 @@ def jax() -> Any:
         _jax.config.update("jax_enable_x64", True)
         if not os.environ.get("JAX_PLATFORMS"):
             _jax.config.update("jax_platforms", "cpu")
-        cache = os.environ.get("ATTNCONF_JAX_CACHE_DIR")
-        if cache:
-            _jax.config.update("jax_compilation_cache_dir", cache)
+        cache = compile_cache_dir()
+        if cache is not None:
+            _jax.config.update("jax_compilation_cache_dir", str(cache))
             _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             _jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _configured = True
