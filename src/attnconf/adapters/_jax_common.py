@@ -82,8 +82,11 @@ def jax() -> Any:
         cache = compile_cache_dir()
         if cache is not None:
             _jax.config.update("jax_compilation_cache_dir", str(cache))
-            _jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            _jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            for option in ("jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes"):
+                try:  # older releases lack the size threshold: their defaults then apply
+                    _jax.config.update(option, 0)
+                except (AttributeError, KeyError):
+                    pass
         _configured = True
     return _jax
 
