@@ -16,7 +16,6 @@ A second run reuses the environments tox already built (setup then takes seconds
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import os
 import platform
