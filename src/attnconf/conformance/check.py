@@ -16,8 +16,22 @@ from attnconf.reference.precision import round_to, storage_dtype
 Array = np.ndarray[Any, Any]
 
 
-#: The precision of the "exact" result: NumPy's extended precision (see tolerances.py).
+#: The precision of the "exact" result of a float64 test: NumPy's extended precision (see
+#: tolerances.py). Tests in float32, float16 and bfloat16 take float64 (`exact_precision`).
 EXACT = "longdouble"
+
+
+def exact_precision(dtype: str) -> str:
+    """The precision of the "exact" result for a test in `dtype`.
+
+    float64 needs NumPy's extended precision (EXACT). For float32, float16 and bfloat16, float64
+    is exact for the purpose: its error (about 1e-16 relative, times the problem's conditioning)
+    is some 1e-9 of the smallest tolerance those tests can have (the floor, 2 unit roundoffs of
+    float32, 1.2e-7), and NumPy computes it with vectorised loops, where extended precision runs
+    scalar code several times slower (it dominated the suite's own time on the real-weights
+    chapter).
+    """
+    return EXACT if dtype == "float64" else "float64"
 
 
 def as_float64(inputs: AttentionInputs, dtype: str = "float64") -> AttentionInputs:
@@ -80,9 +94,10 @@ class Checker:
     def references(self, inputs: AttentionInputs, weights: AttentionWeights) -> tuple[AttentionOutputs, AttentionOutputs]:
         """(exact reference, same-precision reference), both on the inputs rounded to the dtype.
 
-        "Exact" is the reference evaluated in NumPy's extended precision (EXACT)."""
+        "Exact" is the reference evaluated in `exact_precision(dtype)`."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
-        exact = multi_head_attention(as_float64(x, EXACT), weights_float64(w, EXACT), alignment=self.alignment, dtype=EXACT)  # type: ignore[arg-type]
+        e = exact_precision(self.dtype)
+        exact = multi_head_attention(as_float64(x, e), weights_float64(w, e), alignment=self.alignment, dtype=e)  # type: ignore[arg-type]
         same = multi_head_attention(x, w, alignment=self.alignment, dtype=self.dtype)  # type: ignore[arg-type]
         return exact, same
 
@@ -109,7 +124,8 @@ class Checker:
 
     def message(self, what: str, case: str, errs: Errors, tol: Tolerance, got: Array, exact: Array) -> str:
         lines = [f"{what} of adapter {self.adapter.name!r} in {self.dtype}"
-                 + (f" (case {case!r})" if case else "") + " disagrees with the exact reference (extended precision)"]
+                 + (f" (case {case!r})" if case else "")
+                 + f" disagrees with the exact reference (evaluated in {exact_precision(self.dtype)})"]
         if errs.nan_mismatch is not None:
             i = errs.nan_mismatch
             lines.append(f"  non-finite mismatch at index {i}: expected {exact[i]!r}, got {got[i]!r}")
@@ -125,6 +141,7 @@ class Checker:
         """(exact, same precision) reference of `dot_product_attention` on rounded inputs."""
         q, k, v = (round_to(a, self.dtype) for a in (q, k, v))
         kw = dict(mask=mask, causal=causal, alignment=self.alignment, scale=scale)
-        exact = scaled_dot_product_attention(*(np.asarray(a, np.longdouble) for a in (q, k, v)), dtype=EXACT, **kw)  # type: ignore[arg-type]
+        e = exact_precision(self.dtype)
+        exact = scaled_dot_product_attention(*(np.asarray(a, storage_dtype(e)) for a in (q, k, v)), dtype=e, **kw)  # type: ignore[arg-type]
         same = scaled_dot_product_attention(q, k, v, dtype=self.dtype, **kw)  # type: ignore[arg-type]
         return exact, same

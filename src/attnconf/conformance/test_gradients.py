@@ -26,9 +26,10 @@ import pytest
 
 from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.conformance.cases import CONFIGS, Config, make_inputs, make_mask, make_weights, seed_for
-from attnconf.conformance.check import EXACT, Checker, as_float64, weights_float64
+from attnconf.conformance.check import Checker, as_float64, exact_precision, weights_float64
 from attnconf.conformance.tolerances import derive, measure
 from attnconf.reference import multi_head_attention_vjp, round_to, scaled_dot_product_attention_vjp
+from attnconf.reference.precision import storage_dtype
 
 Array = np.ndarray[Any, Any]
 Grads = dict[str, Array]
@@ -107,8 +108,8 @@ def _layer(adapter: Any, check: Checker, inputs: AttentionInputs, weights: Atten
            rng: np.random.Generator, rows: int | None) -> tuple[Grads, Grads, Grads]:
     """(adapter, exact reference, same-precision reference) gradients on rounded inputs.
 
-    "Exact" is the reference backward in NumPy's extended precision (`check.EXACT`), as for the
-    forward chapters (tolerances.py)."""
+    "Exact" is the reference backward in `check.exact_precision(dtype)`, as for the forward
+    chapters (tolerances.py)."""
     dtype = check.dtype
     x, w = inputs.astype(dtype), weights.astype(dtype)
     s = x.shape
@@ -116,8 +117,9 @@ def _layer(adapter: Any, check: Checker, inputs: AttentionInputs, weights: Atten
     shapes = {"query": x.query.shape, "key": x.key.shape, "value": x.value.shape,
               **{n: a.shape for n, a in w.arrays().items()}}
     got = _validated(adapter, adapter.multi_head_attention_vjp(x, w, dtype, cot), shapes, METHODS["layer"])
-    exact = multi_head_attention_vjp(as_float64(x, EXACT), weights_float64(w, EXACT), np.asarray(cot, np.longdouble),
-                                     alignment=check.alignment, dtype=EXACT)
+    e = exact_precision(dtype)
+    exact = multi_head_attention_vjp(as_float64(x, e), weights_float64(w, e), np.asarray(cot, storage_dtype(e)),
+                                     alignment=check.alignment, dtype=e)
     same = multi_head_attention_vjp(x, w, cot, alignment=check.alignment, dtype=dtype)
     return got, exact, same
 
@@ -135,8 +137,9 @@ def _kernel(adapter: Any, check: Checker, cfg: Config, rng: np.random.Generator,
     got = _validated(adapter, adapter.dot_product_attention_vjp(*args),
                      {"q": q.shape, "k": k.shape, "v": v.shape}, METHODS["kernel"])
     kw = dict(mask=mask4, causal=cfg.causal, alignment=check.alignment, scale=cfg.scale)
-    exact = scaled_dot_product_attention_vjp(*(np.asarray(a, np.longdouble) for a in (q, k, v, cot)),
-                                             dtype=EXACT, **kw)  # type: ignore[arg-type]
+    e = exact_precision(dtype)
+    exact = scaled_dot_product_attention_vjp(*(np.asarray(a, storage_dtype(e)) for a in (q, k, v, cot)),
+                                             dtype=e, **kw)  # type: ignore[arg-type]
     same = scaled_dot_product_attention_vjp(q, k, v, cot, dtype=dtype, **kw)  # type: ignore[arg-type]
     return got, exact, same
 

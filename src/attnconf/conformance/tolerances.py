@@ -2,8 +2,10 @@
 
 For an implementation's result `got` in precision `p` on inputs already rounded to `p`:
 
-* `exact` is the reference evaluated in NumPy's extended precision (`longdouble`, 64-bit
-  significand on x86) on those same rounded inputs;
+* `exact` is the reference evaluated on those same rounded inputs in NumPy's extended precision
+  (`longdouble`, 64-bit significand on x86) when `p` is float64, and in float64 otherwise (its
+  error is some 1e-9 of the smallest tolerance a float32, float16 or bfloat16 test can have;
+  `check.exact_precision`);
 * `same` is the reference evaluated in precision `p` (`attnconf.reference.precision`) on them;
 * `reference_error = max |same - exact|` is what an honest evaluation in `p` costs on this input,
   float64 included (measured against the extended-precision result, not assumed).
