@@ -26,3 +26,34 @@ def test_keras_without_the_op_is_missing_with_the_reason(monkeypatch: pytest.Mon
 def test_keras_with_the_op_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
     _installed_as(monkeypatch, "3.6.0")
     assert keras_ops.KerasOpsJax.missing() is None
+
+
+def test_release_in_reads_metadata_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnconf.adapters.support import release_in
+
+    _installed_as(monkeypatch, "3.5.0")
+    assert release_in("keras", ">=3.5,<3.7") and not release_in("keras", ">=3.7")
+    assert not release_in("no-such-distribution-here", ">=0")
+
+
+@pytest.mark.parametrize(("keras", "kdim_vdim", "tf_gqa"), [("3.5.0", False, False), ("3.10.0", True, False),
+                                                             ("3.15.1", True, True)])
+def test_capabilities_follow_the_installed_keras(monkeypatch: pytest.MonkeyPatch, keras: str, kdim_vdim: bool,
+                                                 tf_gqa: bool) -> None:
+    """What a Keras release can take is declared from its version (measured in the tox matrix)."""
+    import importlib
+
+    from attnconf.adapters import keras_mha
+
+    _installed_as(monkeypatch, keras)
+    try:
+        mha, ops = importlib.reload(keras_mha), importlib.reload(keras_ops)
+        assert mha.KerasMHAJax.capabilities.kdim_vdim is kdim_vdim
+        assert mha.KerasMHAScoresTensorflow.capabilities.kdim_vdim is kdim_vdim
+        assert ops.KerasOpsTensorflow.capabilities.gqa is tf_gqa
+        assert ops.KerasOpsTorch.capabilities.gqa is tf_gqa
+        assert ops.KerasOpsJax.capabilities.gqa is True
+    finally:
+        monkeypatch.undo()
+        importlib.reload(keras_mha)
+        importlib.reload(keras_ops)

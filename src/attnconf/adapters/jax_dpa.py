@@ -24,7 +24,7 @@ import numpy as np
 
 from attnconf.adapters._jax_common import PROCESS_GROUP, JitCache, jax, to_jax, to_numpy
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.adapters.support import KernelAdapterBase
+from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.reference._checks import invalid
 from attnconf.reference.precision import round_to
 
@@ -42,6 +42,11 @@ def _from_native(x: Any, dtype: str) -> Array:
     return np.ascontiguousarray(np.swapaxes(to_numpy(x, dtype), 1, 2))
 
 
+#: jax.nn.dot_product_attention takes fewer kv heads than query heads from jax 0.4.32 on
+#: (jax-ml/jax#22477; measured: 0.4.31 raises "query shape should be [B, -1, N_kv, H]").
+GQA = not release_in("jax", "<0.4.32")
+
+
 class JaxDPA(KernelAdapterBase):
     """`jax.nn.dot_product_attention` with `implementation=None`, jitted once per flag set."""
 
@@ -53,9 +58,10 @@ class JaxDPA(KernelAdapterBase):
     process_group = PROCESS_GROUP
     capabilities = Capabilities(
         level="kernel", causal=True, causal_alignment="top_left", causal_with_mask=True,
-        returns_weights=False, gqa=True, kdim_vdim=True, value_dim=False, head_dim=True,
+        returns_weights=False, gqa=GQA, kdim_vdim=True, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
-        notes="value must have key's shape (D_v = D_k); projections by the reference",
+        notes="value must have key's shape (D_v = D_k); projections by the reference"
+        + ("" if GQA else "; this jax requires as many kv heads as query heads (GQA came in 0.4.32, jax-ml/jax#22477)"),
     )
 
     def __init__(self) -> None:

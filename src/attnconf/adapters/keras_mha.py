@@ -31,6 +31,7 @@ import numpy as np
 
 from attnconf.adapters._keras_common import MHAAdapterBase, as_storage, backend_settings, keras3, keras3_vjp
 from attnconf.adapters.base import Capabilities
+from attnconf.adapters.support import release_in
 
 Array = np.ndarray[Any, Any]
 
@@ -41,14 +42,22 @@ JAX_VALUE_DIM = ("value_dim != key_dim fails on the fused path (jax.nn.dot_produ
                  "head width: https://docs.jax.dev/en/latest/_autosummary/jax.nn.dot_product_attention.html)")
 
 
+#: Keras releases whose MultiHeadAttention requires E_q = E_v: the check came with
+#: keras-team/keras#19973 and went with keras-team/keras#20340 (measured: 3.5.0 raises
+#: "The last dimension of `query_shape` and `value_shape` must be equal", 3.10.0 takes it).
+SAME_WIDTHS = ">=3.5,<3.7"
+
+
 def _capabilities(backend: str, scores: bool) -> Capabilities:
     path = "scores path (return_attention_scores=True)" if scores else "fused path (ops.dot_product_attention)"
     value_dim = scores or backend != "jax"
+    kdim_vdim = not release_in("keras", SAME_WIDTHS)
     return Capabilities(
-        level="layer", causal_alignment="top_left", returns_weights=scores, gqa=False, kdim_vdim=True,
+        level="layer", causal_alignment="top_left", returns_weights=scores, gqa=False, kdim_vdim=kdim_vdim,
         value_dim=value_dim, output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True,
         gradients=True, notes=f"{path}; no kv heads, no scale argument; biases all or none"
-        + ("" if value_dim else f"; {JAX_VALUE_DIM}"),
+        + ("" if value_dim else f"; {JAX_VALUE_DIM}")
+        + ("" if kdim_vdim else "; this Keras requires E_q = E_v (keras-team/keras#20340 lifted it)"),
     )
 
 

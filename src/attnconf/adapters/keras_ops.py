@@ -29,7 +29,7 @@ import numpy as np
 
 from attnconf.adapters._keras_common import as_storage, backend_settings, keras3, keras3_vjp
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.adapters.support import KernelAdapterBase
+from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.reference.attention import project_heads
 from attnconf.reference.precision import in_compute, round_to
 
@@ -48,11 +48,16 @@ class KerasOps(KernelAdapterBase):
         cls.backend = backend
         cls.name = f"keras[{backend}].ops.dot_product_attention"
         value_dim = backend != "jax"
+        # TensorFlow and torch take 1 < H_kv < H only from keras-team/keras#23081 on (measured:
+        # 3.10.0 raises "Expected dimension 4 at axis 2" in TensorFlow's einsum, 3.15.1 takes it);
+        # JAX hands kv heads to jax.nn.dot_product_attention, which takes them
+        gqa = backend == "jax" or not release_in("keras", "<3.15")
         cls.capabilities = Capabilities(
-            level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=True,
+            level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=gqa,
             kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True, custom_scale=True,
             gradients=True, notes="layer = reference projections around the kernel"
-            + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)"),
+            + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)")
+            + ("" if gqa else "; this Keras repeats no kv heads on this backend (keras-team/keras#23081)"),
         )
         for attribute, value in backend_settings(backend).items():
             setattr(cls, attribute, value)

@@ -65,6 +65,21 @@ def distribution_versions(distributions: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def release_in(distribution: str, specifier: str) -> bool:
+    """Whether the installed `distribution` is a release in `specifier` (e.g. ``">=3.5,<3.7"``).
+
+    False when it is not installed. Reads package metadata only, imports nothing: adapters use
+    it to declare capabilities that a framework gained or lost in a known release.
+    """
+    from packaging.specifiers import SpecifierSet
+
+    try:
+        installed = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return SpecifierSet(specifier).contains(installed, prereleases=True)
+
+
 class KernelAdapterBase(AdapterBase):
     """A kernel-level adapter; its layer is the NumPy projections around the framework kernel.
 
