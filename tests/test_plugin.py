@@ -27,6 +27,16 @@ class WrongScale(NumpyAdapter):
 
 class NotAnAdapter:
     name = "broken"
+
+class WrongScaleDeclared(WrongScale):
+    """WrongScale with its departure declared, one entry for releases not installed, one stale."""
+    name = "wrong-scale-declared"
+    expected_differences = [
+        {"adapter": "wrong-scale-declared", "test": "test_agreement[[]*-self]", "reason": "declared", "link": "https://example.org/1"},
+        {"adapter": "wrong-scale-declared", "test": "test_agreement[[]*-single_head]", "reason": "old releases only",
+         "link": "https://example.org/2", "versions": "numpy<1"},
+        {"adapter": "wrong-scale-declared", "test": "test_no_such_chapter*", "reason": "stale", "link": "https://example.org/3"},
+    ]
 '''
 
 
@@ -81,3 +91,17 @@ def test_plugin_is_inert_outside_conformance_tests(pytester):
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
     assert "attnconf adapters" not in result.stdout.str()
+
+
+def test_declared_differences_by_release(adapters_module):
+    """A declared departure xfails; one for other releases does not apply and is not called stale;
+    one that matches nothing is reported stale."""
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance", "--adapter", "my_adapters:WrongScaleDeclared", "--dtype", "float32",
+        "-k", "test_agreement and (self or single_head)", "-p", "no:randomly")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("xfailed") == 1 and outcomes.get("failed") == 1, outcomes
+    text = result.stdout.str()
+    assert "FAILED test_agreement.py::test_agreement[wrong-scale-declared-float32-single_head]" in text
+    assert "stale expected difference wrong-scale-declared / test_no_such_chapter*" in text
+    assert "stale expected difference wrong-scale-declared / test_agreement[[]*-single_head]" not in text

@@ -16,6 +16,8 @@ key and value (`qkv_features // num_heads`), so D_v = D_k.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from attnconf.adapters.base import AttentionWeights
@@ -59,4 +61,20 @@ def to_flax(arrays: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def from_flax(params: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Flax's nested params -> canonical arrays by name (absent biases left out)."""
     return {name: params[module][leaf] for name, (module, leaf) in NATIVE_NAMES.items()
-            if leaf in params.get(module, {})}
+            if params.get(module, {}).get(leaf) is not None}  # Flax 0.10.2 keeps absent biases as None
+
+
+def source_mentions(relative: str, names: tuple[str, ...]) -> dict[str, bool]:
+    """Which of `names` the installed Flax's source file `relative` (e.g. ``nnx/nn/attention.py``)
+    mentions: how an adapter learns, without importing Flax, which keyword arguments this release
+    of a layer takes (NNX gained ``in_kv_features``, ``num_kv_heads`` and ``is_causal`` over
+    0.10-0.12). Every name counts as present when the file cannot be read."""
+    spec = importlib.util.find_spec("flax")  # the top-level package only: nothing is imported
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        try:
+            text = (Path(location) / relative).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        return {n: n in text for n in names}
+    return dict.fromkeys(names, True)

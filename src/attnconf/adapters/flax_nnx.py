@@ -13,6 +13,8 @@ param_dtype=p, decode=False)` for precision `p`, called as
 
 * Mask: `(B, T, S)` bool, True = may attend -> `mask (B, 1, T, S)`, the same polarity.
 * Causal: the native `is_causal` flag.
+* Releases: `in_kv_features`, `num_kv_heads` and `is_causal` came over Flax 0.10-0.12; `TAKES`
+  reads which ones the installed release has, and the capabilities follow it.
 * Grouped kv heads: `num_kv_heads`. Key and value share one input width (`in_kv_features`),
   so E_k = E_v; one head width, so D_v = D_k; no scale argument.
 * Two code paths: without `sow_weights` (and without dropout) NNX calls the fused
@@ -45,6 +47,37 @@ def _causal(inputs: AttentionInputs) -> bool:
     return bool(inputs.causal)
 
 
+#: What this Flax's NNX layer takes: `in_kv_features` (0.10.7 has it, 0.10.2 not),
+#: `num_kv_heads` (GQA: google/flax#5180; 0.12.8 has it, 0.10.7 not) and the call's `is_causal`
+#: (0.12.8 has it, 0.10.7 not). Measured in the tox matrix; read from the source, not imported.
+TAKES = fc.source_mentions("nnx/nn/attention.py", ("in_kv_features", "num_kv_heads", "is_causal"))
+_OLDER = "; ".join(f"this Flax has no {n}" for n, present in TAKES.items() if not present)
+
+
+def _replace_by_pure_dict(state: Any, params: dict[str, Any]) -> None:
+    """`nnx.replace_by_pure_dict(state, params)`; Flax 0.10.2 has only the `State` method of that
+    name, which later releases deprecate in favour of the function."""
+    from flax import nnx
+
+    replace = getattr(nnx, "replace_by_pure_dict", None)
+    if replace is not None:
+        replace(state, params)
+    else:
+        state.replace_by_pure_dict(params)
+
+
+def _capabilities(sow: bool) -> Capabilities:
+    causal = TAKES["is_causal"]
+    path = ("sow_weights=True: NNX's dot_product_attention_weights" if sow
+            else "default call: fused jax.nn.dot_product_attention")
+    return Capabilities(
+        level="layer", causal=causal, causal_alignment="top_left" if causal else None, causal_with_mask=causal,
+        returns_weights=sow, gqa=TAKES["num_kv_heads"], kdim_vdim=False, value_dim=False, head_dim=True,
+        output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
+        notes=f"{path}; one in_kv_features for key and value; one use_bias flag" + (f"; {_OLDER}" if _OLDER else ""),
+    )
+
+
 class FlaxNnxMHA(AdapterBase):
     """`flax.nnx.MultiHeadAttention` called the default way (the fused kernel path)."""
 
@@ -55,13 +88,7 @@ class FlaxNnxMHA(AdapterBase):
     modules = ("flax", "jax")
     process_group = PROCESS_GROUP
     sow_weights = False
-    capabilities = Capabilities(
-        level="layer", causal=True, causal_alignment="top_left", causal_with_mask=True,
-        returns_weights=False, gqa=True, kdim_vdim=False, value_dim=False, head_dim=True,
-        output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
-        notes="default call: fused jax.nn.dot_product_attention; one in_kv_features for key and value; "
-              "one use_bias flag",
-    )
+    capabilities = _capabilities(sow=False)
 
     def __init__(self) -> None:
         self._templates: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -84,9 +111,13 @@ class FlaxNnxMHA(AdapterBase):
         from flax import nnx
 
         jd = jax_dtype(dtype)
+        # named only where they differ from their defaults, so that releases without them build
+        # every layer they can (the capabilities keep the others away)
+        widths = {} if E_kv == E_q else {"in_kv_features": E_kv}
+        heads = {} if H_kv == H else {"num_kv_heads": H_kv}
         return nnx.MultiHeadAttention(
-            num_heads=H, in_features=E_q, qkv_features=H * D, out_features=E_out, num_kv_heads=H_kv,
-            in_kv_features=E_kv, use_bias=bias, dtype=jd, param_dtype=jd, dropout_rate=rate,
+            num_heads=H, in_features=E_q, qkv_features=H * D, out_features=E_out, **widths, **heads,
+            use_bias=bias, dtype=jd, param_dtype=jd, dropout_rate=rate,
             decode=False, rngs=nnx.Rngs(0),
             # the canonical weights replace every parameter; zeros spare a compiled random
             # initializer per shape (a third of a cold run's XLA compile time)
@@ -109,9 +140,10 @@ class FlaxNnxMHA(AdapterBase):
 
         def f(params: Any, q: Any, k: Any, v: Any, mask: Any) -> tuple[Any, Any]:
             state = jax().tree.map(lambda x: x, template)  # fresh Variables; the template stays
-            nnx.replace_by_pure_dict(state, params)
+            _replace_by_pure_dict(state, params)
             module = nnx.merge(graphdef, state)
-            out = module(q, k, v, mask=mask, is_causal=causal, deterministic=True, sow_weights=sow)
+            flag = {"is_causal": True} if causal else {}  # releases without the flag take no causal tests
+            out = module(q, k, v, mask=mask, **flag, deterministic=True, sow_weights=sow)
             attn = nnx.pop(module, nnx.Intermediate).to_pure_dict()["attention_weights"][0] if sow else None
             return out, attn
 
@@ -166,7 +198,7 @@ class FlaxNnxMHA(AdapterBase):
         got = {n: (a.shape, a.dtype) for n, a in fc.from_flax(params).items()}
         if want != got:
             raise invalid("weights", f"the parameters of {API}: {want}", got)
-        nnx.replace_by_pure_dict(state, params)
+        _replace_by_pure_dict(state, params)
         nnx.update(module, state)
         back = fc.from_flax(nnx.state(module, nnx.Param).to_pure_dict())
         return AttentionWeights(**{n: to_numpy(a, dtype) for n, a in back.items()})
@@ -188,9 +220,4 @@ class FlaxNnxMHAWeights(FlaxNnxMHA):
 
     name = f"{API}[weights]"
     sow_weights = True
-    capabilities = Capabilities(
-        level="layer", causal=True, causal_alignment="top_left", causal_with_mask=True,
-        returns_weights=True, gqa=True, kdim_vdim=False, value_dim=False, head_dim=True,
-        output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
-        notes="sow_weights=True: NNX's dot_product_attention_weights; one in_kv_features; one use_bias flag",
-    )
+    capabilities = _capabilities(sow=True)

@@ -207,8 +207,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     import fnmatch
 
     names = [a.name for a in config.stash[_STATE]["adapters"]]
-    # an entry for an adapter that was not selected is not stale, only not exercised
-    relevant = [d for d in config.stash[_STATE]["differences"] if any(fnmatch.fnmatchcase(n, d.adapter) for n in names)]
+    # an entry for an adapter that was not selected, or for releases other than the installed
+    # one, is not stale, only not exercised here
+    relevant = [d for d in config.stash[_STATE]["differences"]
+                if any(fnmatch.fnmatchcase(n, d.adapter) for n in names) and d.version_in_range()]
     stale = [d for d in relevant if not d.matched or (d.passed and len(d.passed) == len(d.matched))]
     for d in stale:
         why = "matches no collected test" if not d.matched else "every matching test passed"
