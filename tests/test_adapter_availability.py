@@ -57,3 +57,16 @@ def test_capabilities_follow_the_installed_keras(monkeypatch: pytest.MonkeyPatch
         monkeypatch.undo()
         importlib.reload(keras_mha)
         importlib.reload(keras_ops)
+
+
+def test_onnxruntime_without_ir11_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnconf.adapters import onnx_attention, onnx_mha
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.22.1" if d == "onnxruntime" else real(d))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    for cls in (onnx_attention.OnnxAttention, onnx_mha.OnnxMHA):
+        reason = cls.missing()
+        assert reason is not None and reason.startswith("onnxruntime 1.22.1 cannot load opset-23 models"), reason
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.23.2" if d == "onnxruntime" else real(d))
+    assert onnx_attention.OnnxAttention.missing() is None
