@@ -28,8 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 #: tox 4's last line per environment: "  NAME: OK (12.3=setup[10.1]+cmd[2.2] seconds)"
+#: (several commands: "cmd[7.0,13.7]", summed here)
 SUMMARY = re.compile(r"^\s*(?P<env>\S+): (?P<status>OK|FAIL\b[^(]*|SKIP\b[^(]*)\s*\((?P<total>[\d.]+)"
-                     r"(?:=setup\[(?P<setup>[\d.]+)\]\+cmd\[(?P<cmd>[\d.]+)\])? seconds\)")
+                     r"(?:=setup\[(?P<setup>[\d.]+)\]\+cmd\[(?P<cmd>[\d.,]+)\])? seconds\)")
 
 
 def tox_command() -> list[str]:
@@ -66,7 +67,7 @@ def run_env(env: str, extra: list[str]) -> dict[str, Any]:
         m = SUMMARY.match(line)
         if m and m["env"] == env:
             row.update(status=m["status"].strip(), setup_s=m["setup"] and float(m["setup"]),
-                       cmd_s=m["cmd"] and float(m["cmd"]))
+                       cmd_s=m["cmd"] and round(sum(float(c) for c in m["cmd"].split(",")), 2))
     summary = results_dir() / env / "summary.json"
     if summary.exists():
         data = json.loads(summary.read_text())
