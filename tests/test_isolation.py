@@ -72,3 +72,15 @@ def test_interrupted_run_leaves_the_previous_report_intact(tmp_path):
     assert "interrupted; the previous report" in err and "Not finished: crash.hangs" in err
     assert (tmp_path / "summary.json").read_bytes() == before
     assert not list(tmp_path.glob(".staging-*")), "staging directory left behind"
+
+
+def test_default_report_directory_is_relative_to_where_run_is_called(tmp_path):
+    """`attnconf run` with its default `-o attnconf-report` (relative), as in the quick start: the
+    pytest workers run elsewhere, yet the results land in ./attnconf-report/."""
+    proc = subprocess.run([sys.executable, "-m", "attnconf.cli", "run", "--adapter", "numpy", "--no-audit",
+                           "--pytest-args", "-k test_agreement"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "attnconf-report" / "summary.json").read_text())
+    (numpy,) = summary["adapters"]
+    assert numpy["status"] == "passed" and numpy["counts"]["passed"] > 0, numpy

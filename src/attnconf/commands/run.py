@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError(f"Received an invalid value for argument `--jobs`, expected a positive integer. Received: jobs={args.jobs}")
     handles, skipped, broken = select_for_run(args.adapter)
-    out = Path(args.output)
+    out = Path(args.output).resolve()  # the pytest workers run in another directory
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     (stage / "results").mkdir()
