@@ -19,7 +19,7 @@ def test_switched_off(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
 
 def test_named_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ATTNCONF_JAX_CACHE_DIR", str(tmp_path / "c"))
-    assert compile_cache_dir() == tmp_path / "c"
+    assert compile_cache_dir() == tmp_path / "c" / _machine_key()
 
 
 def test_default_is_per_machine_under_xdg_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

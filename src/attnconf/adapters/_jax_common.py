@@ -57,14 +57,16 @@ def _machine_key() -> str:
 def compile_cache_dir() -> Path | None:
     """Where compiled XLA executables are kept between runs, or None when switched off.
 
-    ``ATTNCONF_JAX_CACHE_DIR``: a directory, or ``off`` (also ``0``, ``none``, ``false``);
-    unset, ``$XDG_CACHE_HOME/attnconf/jax/<machine>`` (``~/.cache`` when XDG_CACHE_HOME is unset).
+    ``ATTNCONF_JAX_CACHE_DIR=DIR``: ``DIR/<machine>``; ``=off`` (also ``0``, ``none``, ``false``):
+    no cache; unset: ``$XDG_CACHE_HOME/attnconf/jax/<machine>`` (``~/.cache`` when XDG_CACHE_HOME
+    is unset). ``<machine>`` is `_machine_key()`, so a directory shared between machines (a CI
+    cache, a network home) never hands one machine code compiled for another.
     """
     setting = os.environ.get("ATTNCONF_JAX_CACHE_DIR")
     if setting is not None:
         if setting.strip().lower() in ("", "0", "off", "none", "false", "no"):
             return None
-        return Path(setting).expanduser()
+        return Path(setting).expanduser() / _machine_key()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "attnconf" / "jax" / _machine_key()
 
