@@ -48,7 +48,7 @@ def _causal(inputs: AttentionInputs) -> bool:
 
 
 #: What this Flax's NNX layer takes: `in_kv_features` (0.10.7 has it, 0.10.2 not),
-#: `num_kv_heads` (GQA: google/flax#5180; 0.12.8 has it, 0.10.7 not) and the call's `is_causal`
+#: `num_kv_heads` (GQA in NNX: google/flax#5177; 0.12.8 has it, 0.10.7 not) and the call's `is_causal`
 #: (0.12.8 has it, 0.10.7 not). Measured in the tox matrix; read from the source, not imported.
 TAKES = fc.source_mentions("nnx/nn/attention.py", ("in_kv_features", "num_kv_heads", "is_causal"))
 _OLDER = "; ".join(f"this Flax has no {n}" for n, present in TAKES.items() if not present)
