@@ -64,6 +64,15 @@ def from_flax(params: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if params.get(module, {}).get(leaf) is not None}  # Flax 0.10.2 keeps absent biases as None
 
 
+def check_params(layer_params: dict[str, Any], params: dict[str, Any], what: str) -> None:
+    """Raise unless `params` (from the canonical weights) has exactly the names, shapes and dtypes
+    of `layer_params`, the parameters the Flax layer itself declares (`what` names it)."""
+    want = {n: (a.shape, a.dtype) for n, a in from_flax(layer_params).items()}
+    got = {n: (a.shape, a.dtype) for n, a in from_flax(params).items()}
+    if want != got:
+        raise invalid("weights", f"the parameters of {what}: {want}", got)
+
+
 def source_mentions(relative: str, names: tuple[str, ...]) -> dict[str, bool]:
     """Which of `names` the installed Flax's source file `relative` (e.g. ``nnx/nn/attention.py``)
     mentions: how an adapter learns, without importing Flax, which keyword arguments this release

@@ -28,24 +28,8 @@ _NUMPY = {"float64": np.float64, "float32": np.float32, "float16": np.float16}
 _CACHE_SIZE = 64
 #: onnxruntime loads IR version 11 (hence opset 23 and its `Attention`) from 1.23 on; 1.22.1
 #: refuses with "Unsupported model IR version: 11, max supported IR version: 10" (tox matrix).
-FIRST_RUNTIME = "1.23"
-
-
-def missing(modules: tuple[str, ...]) -> str | None:
-    """Why the ONNX Runtime adapters cannot run here, or None; reads metadata, imports nothing."""
-    import importlib.metadata
-    import importlib.util
-
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            return f"module {module!r} is not installed"
-    from packaging.version import Version
-
-    installed = importlib.metadata.version("onnxruntime")
-    if Version(installed) < Version(FIRST_RUNTIME):
-        return (f"onnxruntime {installed} cannot load opset-{OPSET} models (IR version {IR_VERSION}), "
-                f"the first opset with Attention: it takes onnxruntime >= {FIRST_RUNTIME}")
-    return None
+FIRST_RELEASE = ("onnxruntime", "1.23", f"cannot load opset-{OPSET} models (IR version {IR_VERSION}), "
+                 "the first opset with Attention: it takes onnxruntime >= 1.23")
 
 
 def numpy_dtype(dtype: str) -> Any:

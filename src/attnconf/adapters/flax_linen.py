@@ -137,10 +137,7 @@ class FlaxLinenMHA(AdapterBase):
         dummy = [j.ShapeDtypeStruct((1, 1, e), jax_dtype(dtype)) for e in widths]
         expected = j.eval_shape(module.init, j.random.key(0), *dummy)["params"]
         params = self._params(weights, dtype)
-        want = {n: (a.shape, a.dtype) for n, a in fc.from_flax(expected).items()}
-        got = {n: (a.shape, a.dtype) for n, a in fc.from_flax(params).items()}
-        if want != got:
-            raise invalid("weights", f"the parameters of {API}.init: {want}", got)
+        fc.check_params(expected, params, f"{API}.init")
         back = fc.from_flax(module.bind({"params": params}).variables["params"])
         return AttentionWeights(**{n: to_numpy(a, dtype) for n, a in back.items()})
 

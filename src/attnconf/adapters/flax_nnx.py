@@ -194,10 +194,7 @@ class FlaxNnxMHA(AdapterBase):
         module = self._module(*self._layer(weights, dtype))
         state = nnx.state(module, nnx.Param)
         params = self._params(weights, dtype)
-        want = {n: (a.shape, a.dtype) for n, a in fc.from_flax(state.to_pure_dict()).items()}
-        got = {n: (a.shape, a.dtype) for n, a in fc.from_flax(params).items()}
-        if want != got:
-            raise invalid("weights", f"the parameters of {API}: {want}", got)
+        fc.check_params(state.to_pure_dict(), params, API)
         _replace_by_pure_dict(state, params)
         nnx.update(module, state)
         back = fc.from_flax(nnx.state(module, nnx.Param).to_pure_dict())

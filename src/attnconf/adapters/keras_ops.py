@@ -62,26 +62,7 @@ class KerasOps(KernelAdapterBase):
         for attribute, value in backend_settings(backend).items():
             setattr(cls, attribute, value)
 
-    #: The first Keras release with `keras.ops.dot_product_attention` (keras-team/keras#20286).
-    FIRST_RELEASE: ClassVar[str] = "3.6.0"
-
-    @classmethod
-    def missing(cls) -> str | None:
-        """Why this cannot run here (framework absent, or a Keras without the op), or None."""
-        reason = super().missing()
-        if reason is None:
-            import importlib.metadata
-
-            from packaging.version import Version
-
-            try:
-                installed = importlib.metadata.version("keras")
-            except importlib.metadata.PackageNotFoundError:
-                return "distribution 'keras' is not installed"
-            if Version(installed) < Version(cls.FIRST_RELEASE):
-                return (f"keras {installed} has no keras.ops.dot_product_attention "
-                        f"(added in {cls.FIRST_RELEASE}, keras-team/keras#20286)")
-        return reason
+    first_release = ("keras", "3.6.0", "has no keras.ops.dot_product_attention (added in 3.6.0, keras-team/keras#20286)")
 
     def __init__(self) -> None:
         self._functions: dict[tuple[Any, ...], Any] = {}

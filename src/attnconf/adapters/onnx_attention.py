@@ -43,10 +43,7 @@ class OnnxAttention(KernelAdapterBase):
     api = "onnx Attention (opset 23), onnxruntime CPUExecutionProvider"
     distributions = common.DISTRIBUTIONS
     modules = common.MODULES
-
-    @classmethod
-    def missing(cls) -> str | None:
-        return common.missing(cls.modules)
+    first_release = common.FIRST_RELEASE
     process_group = "onnxruntime"
     capabilities = Capabilities(
         level="kernel", dtypes=common.DTYPES, causal_alignment="top_left", returns_weights=False,

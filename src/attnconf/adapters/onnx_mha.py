@@ -112,10 +112,7 @@ class OnnxMHA(AdapterBase):
     api = "onnx graph: MatMul + Add, Attention (opset 23); onnxruntime CPUExecutionProvider"
     distributions = common.DISTRIBUTIONS
     modules = common.MODULES
-
-    @classmethod
-    def missing(cls) -> str | None:
-        return common.missing(cls.modules)
+    first_release = common.FIRST_RELEASE
     process_group = "onnxruntime"
     capabilities = Capabilities(
         level="layer", dtypes=common.DTYPES, causal_alignment="top_left", gqa=True, kdim_vdim=True,

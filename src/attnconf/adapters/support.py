@@ -45,12 +45,20 @@ class AdapterBase:
     def versions(self) -> dict[str, str]:
         return distribution_versions(self.distributions)
 
+    #: ``(distribution, first release, what older releases lack)`` when the API the adapter wraps
+    #: appeared in a known release; older installed releases make the adapter unavailable.
+    first_release: ClassVar[tuple[str, str, str] | None] = None
+
     @classmethod
     def missing(cls) -> str | None:
         """The reason the adapter cannot run here, or None; imports nothing."""
         for module in cls.modules:
             if importlib.util.find_spec(module) is None:
                 return f"module {module!r} is not installed"
+        if cls.first_release is not None:
+            distribution, first, lack = cls.first_release
+            if release_in(distribution, f"<{first}"):
+                return f"{distribution} {importlib.metadata.version(distribution)} {lack}"
         return None
 
 
