@@ -37,6 +37,21 @@ class WrongScaleDeclared(WrongScale):
          "link": "https://example.org/2", "versions": "numpy<1"},
         {"adapter": "wrong-scale-declared", "test": "test_no_such_chapter*", "reason": "stale", "link": "https://example.org/3"},
     ]
+
+class CountingWrongScale(WrongScale):
+    """WrongScale that appends a line to $CALLS for every call."""
+    name = "counting-wrong-scale"
+
+    def multi_head_attention(self, inputs, weights, dtype):
+        import os
+        with open(os.environ["CALLS"], "a") as f:
+            f.write("call\\n")
+        return super().multi_head_attention(inputs, weights, dtype)
+
+class CountingWrongScaleDeclared(CountingWrongScale):
+    name = "counting-wrong-scale-declared"
+    expected_differences = [{"adapter": "counting-wrong-scale-declared", "test": "test_default_scale_is_inverse_sqrt_dk*",
+                             "reason": "declared", "link": "https://example.org/4"}]
 '''
 
 
@@ -105,3 +120,19 @@ def test_declared_differences_by_release(adapters_module):
     assert "FAILED test_agreement.py::test_agreement[wrong-scale-declared-float32-single_head]" in text
     assert "stale expected difference wrong-scale-declared / test_no_such_chapter*" in text
     assert "stale expected difference wrong-scale-declared / test_agreement[[]*-single_head]" not in text
+
+
+def test_declared_difference_is_not_shrunk(adapters_module, monkeypatch):
+    """A Hypothesis chapter that fails as declared stops at its first failing example; the same
+    failure undeclared is shrunk as usual (more adapter calls), and the outcomes are unchanged."""
+    calls = {}
+    for name, outcome in (("CountingWrongScale", "failed"), ("CountingWrongScaleDeclared", "xfailed")):
+        log = adapters_module.path / f"{name}.calls"
+        monkeypatch.setenv("CALLS", str(log))
+        result = adapters_module.runpytest_subprocess(
+            "--pyargs", "attnconf.conformance", "--adapter", f"my_adapters:{name}", "--dtype", "float32",
+            "-k", "test_default_scale_is_inverse_sqrt_dk", "-p", "no:randomly")
+        assert result.parseoutcomes().get(outcome) == 1 and len(result.parseoutcomes()) == 2, result.parseoutcomes()
+        calls[name] = len(log.read_text().splitlines())
+    # first example: two calls (D and 2 D); the replay of the failure: two more
+    assert calls["CountingWrongScaleDeclared"] <= 4 < calls["CountingWrongScale"], calls

@@ -144,7 +144,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 diff.matched.append(item.nodeid)
                 item.add_marker(pytest.mark.xfail(reason=f"expected difference: {diff.reason} ({diff.link})", strict=False))
                 item.stash[_DIFF] = diff
+                if not config.option.runxfail:
+                    _plain_tracebacks(item)
                 break
+
+
+def _plain_tracebacks(item: pytest.Item) -> None:
+    """Format this item's failures as Python's plain traceback.
+
+    A declared difference's failure is reported by its reason, never by its traceback, yet
+    pytest formats that traceback in full (the source of every frame, the arguments of every
+    call, through dozens of framework frames): a third of a JAX adapter's run went there.
+    """
+    item.repr_failure = lambda excinfo, **_: excinfo.getrepr(style="native")  # type: ignore[method-assign]
 
 
 _DIFF = pytest.StashKey[expected.Difference]()
@@ -168,6 +180,16 @@ def check(request: pytest.FixtureRequest, adapter: Any) -> Checker:
 
 _CHECKER = pytest.StashKey[Checker]()
 
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A declared difference is expected to fail: its first failing example decides the outcome,
+    so Hypothesis does not shrink it (`profiles.first_failure_only`)."""
+    test = getattr(item, "obj", None)
+    if _DIFF not in item.stash or test is None or not is_hypothesis_test(test):
+        return (yield)
+    with profiles.first_failure_only(test):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
