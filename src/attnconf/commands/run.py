@@ -1,6 +1,6 @@
-"""Run the conformance suite over the selected adapters (default: every installed one), each in
-its own process, then the behaviour audit; write a summary (JSON and Markdown), the per-adapter
-results and the audit reports into the report directory.
+"""Run the conformance suite over the selected adapters (default: every installed one), one
+pytest session per process group (`sessions`), then the behaviour audit; write a summary (JSON
+and Markdown), the per-adapter results and the audit reports into the report directory.
 
 A crashing or hanging adapter costs only its own results. Reports are staged and moved into
 place at the end, so an interrupted run leaves the previous report intact.
@@ -11,32 +11,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
+from attnconf.commands import sessions
 from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SUMMARY_SCHEMA = "attnconf.summary/1"
-_children: set[subprocess.Popen[bytes]] = set()
-
-
-def _kill_children() -> None:
-    for proc in list(_children):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,73 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", action="append", choices=FLOAT_DTYPES, help="precisions to test (repeatable; default all)")
     parser.add_argument("--no-audit", action="store_true", help="skip the behaviour audit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one adapter's conformance run may take (default 900)")
-    parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="adapters run in parallel (default: 2)")
+    parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="sessions (process groups) run in parallel (default: 2)")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 when the only problems are conformance failures (for version matrices)")
     parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. \"-k agreement\"")
-
-
-def safe_name(name: str) -> str:
-    """A file name for an adapter name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
-
-
-def run_one(handle: registry.AdapterHandle, args: argparse.Namespace, stage: Path) -> dict[str, Any]:
-    """Run the conformance suite for one adapter in its own pytest process."""
-    results = stage / "results" / f"{safe_name(handle.name)}.json"
-    log = stage / "logs" / f"{safe_name(handle.name)}.log"
-    cmd = [sys.executable, "-m", "pytest", "--pyargs", "attnconf.conformance", "--adapter", handle.spec,
-           "--attnconf-isolation", "none", f"--attnconf-json={results}", "-q", "-p", "no:cacheprovider",
-           "-o", "console_output_style=classic", "-rfE"]
-    for d in args.dtype or []:
-        cmd += ["--dtype", d]
-    cmd += args.pytest_args.split()
-    env = {**os.environ, **dict(getattr(handle.obj, "environment", {}) or {})}
-    start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
-                                start_new_session=True)
-        _children.add(proc)
-        try:
-            code = proc.wait(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = None
-        finally:
-            _children.discard(proc)
-    elapsed = time.monotonic() - start
-    entry: dict[str, Any] = {"name": handle.name, "spec": handle.spec, "seconds": round(elapsed, 2),
-                             "framework": getattr(handle.obj, "framework", ""), "api": getattr(handle.obj, "api", ""),
-                             "log": f"logs/{log.name}"}
-    if code is None:
-        return {**entry, "status": "crashed", "reason": f"timed out after {args.timeout:.0f} s (killed)"}
-    if code < 0:
-        return {**entry, "status": "crashed", "reason": f"killed by signal {signal.Signals(-code).name}; see {entry['log']}"}
-    if not results.exists():
-        tail = log.read_text(errors="replace")[-800:]
-        return {**entry, "status": "crashed", "reason": f"pytest exited with code {code} before writing results: {tail}"}
-    data = json.loads(results.read_text())
-    counts: dict[str, int] = {}
-    worst: dict[str, dict[str, Any]] = {}
-    for t in data["tests"]:
-        counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
-        if t["outcome"] not in ("passed", "failed"):
-            continue  # declared departures (xfail) are reported by count, not in the worst error
-        for m in t.get("measurements", []):
-            if not isinstance(m, dict) or "max_abs" not in m or "atol" not in m:
-                continue  # a chapter's own record without errors and tolerance
-            w = worst.setdefault(m.get("dtype") or t.get("dtype") or "?", {"max_abs": 0.0, "max_rel": 0.0, "worst_ratio": 0.0})
-            w["max_abs"] = max(w["max_abs"], m["max_abs"])
-            w["max_rel"] = max(w["max_rel"], m.get("max_rel", 0.0))
-            if m["atol"] > 0:
-                w["worst_ratio"] = max(w["worst_ratio"], m["max_abs"] / m["atol"])
-    status = "failed" if counts.get("failed", 0) or code not in (0, 5) else "passed"
-    failures = [{"test": t["nodeid"].split("::")[-1], "message": t["message"][:1500]}
-                for t in data["tests"] if t["outcome"] == "failed"]
-    return {**entry, "status": status, "exit_code": code, "counts": counts, "errors_by_dtype": worst,
-            "versions": data["adapters"].get(handle.name, {}).get("versions", {}),
-            "results": f"results/{results.name}", "failures": failures}
 
 
 def write_summary(summary: dict[str, Any], stage: Path) -> None:
@@ -181,18 +108,24 @@ def main(args: argparse.Namespace) -> int:
         for b in broken:
             print(f"  crashed {b['name']}: {b['reason']}", file=sys.stderr)
         done.extend(broken)
-        pool = ThreadPoolExecutor(max_workers=args.jobs)
-        futures = {pool.submit(run_one, h, args, stage): h for h in handles}
-        try:
-            for i, fut in enumerate(as_completed(futures), 1):
-                r = fut.result()
+        lock = threading.Lock()
+
+        def report(r: dict[str, Any]) -> None:
+            with lock:
                 done.append(r)
                 c = r.get("counts", {})
                 detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
-                print(f"  [{i}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} ({r['seconds']:.1f} s)", file=sys.stderr)
+                print(f"  [{len(done) - len(broken)}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} "
+                      f"({r['seconds']:.1f} s)", file=sys.stderr)
+
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        futures = [pool.submit(sessions.run_group, group, args, stage, report) for group in sessions.plan(handles)]
+        try:
+            for fut in as_completed(futures):
+                fut.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-            _kill_children()
+            sessions.kill_children()
         done.sort(key=lambda r: r["name"])
         audit_info = None
         if not args.no_audit:
@@ -200,6 +133,7 @@ def main(args: argparse.Namespace) -> int:
         summary = {"schema": SUMMARY_SCHEMA, "environment": _environment(), "adapters": done,
                    "skipped": [{"name": h.name, "reason": h.missing} for h in skipped], "audit": audit_info}
         write_summary(summary, stage)
+        shutil.rmtree(stage / "sessions", ignore_errors=True)  # each adapter's share is in results/
         _publish(stage, out)
     except KeyboardInterrupt:
         unfinished = sorted({h.name for h in handles} - {r["name"] for r in done})

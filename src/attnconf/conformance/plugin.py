@@ -2,7 +2,7 @@
 
 Options: ``--adapter NAME|module:attr`` (repeatable; default every installed adapter),
 ``--dtype`` (repeatable; default all four), ``--attnconf-isolation auto|none``,
-``--attnconf-timeout SECONDS``, ``--attnconf-json PATH``.
+``--attnconf-timeout SECONDS``, ``--attnconf-json PATH``, ``--attnconf-progress PATH``.
 
 Tests in `attnconf.conformance` (or marked ``@pytest.mark.attnconf``) that request the
 `adapter` fixture are parametrised over the selected adapters, and over dtypes if they
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import warnings
 from typing import Any
 
@@ -42,6 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds one adapter call may take in a worker before it is killed")
     group.addoption("--attnconf-json", default=None, metavar="PATH",
                     help="write per-test results (outcome, errors, tolerance) as JSON to PATH")
+    group.addoption("--attnconf-progress", default=None, metavar="PATH",
+                    help="run the tests adapter by adapter and append one JSON line per event to PATH "
+                         "(an adapter's start, each test's result): how `attnconf run` follows a session")
     group.addoption("--attnconf-weights", default=None, metavar="FILE",
                     help="also check agreement on these canonical weights (.npz or .safetensors)")
     group.addoption("--attnconf-long", action="store_true", default=False,
@@ -135,6 +139,11 @@ def _param(item: pytest.Item, name: str) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _STATE not in config.stash:
         return
+    if config.getoption("attnconf_progress"):
+        # adapter by adapter (chapter order within each), so that a session's progress tells which
+        # adapters are complete when it crashes or hangs
+        order = {a.name: i for i, a in enumerate(config.stash[_STATE]["adapters"])}
+        items.sort(key=lambda item: order.get(getattr(_param(item, "adapter"), "name", None), -1))
     for item in items:
         adapter = _param(item, "adapter")
         if adapter is None:
@@ -206,14 +215,39 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if diff is not None:
                 diff.passed.append(item.nodeid)
         checker = item.stash.get(_CHECKER, None)
-        item.config.stash[_RECORDS].append({
+        record = {
             "nodeid": item.nodeid, "test": item.name.split("[")[0], "adapter": adapter.name,
             "dtype": _param(item, "dtype"), "outcome": outcome,
             "message": "" if report.passed else _short(report),
             "measurements": checker.records if checker else [],
             "duration": report.duration,
-        })
+        }
+        item.config.stash[_RECORDS].append(record)
+        _progress(item.config, {"event": "test", **record})
     return report
+
+
+_STARTED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """With ``--attnconf-progress``: announce an adapter when its first test starts."""
+    adapter = _param(item, "adapter")
+    if adapter is None or not item.config.getoption("attnconf_progress"):
+        return
+    if item.config.stash.get(_STARTED, None) != adapter.name:
+        item.config.stash[_STARTED] = adapter.name
+        _progress(item.config, {"event": "start", "adapter": adapter.name, "time": time.time(),
+                                "versions": adapter_versions(adapter)})
+
+
+def _progress(config: pytest.Config, event: dict[str, Any]) -> None:
+    """Append `event` as one JSON line to ``--attnconf-progress`` (flushed: a reader may be waiting)."""
+    path = config.getoption("attnconf_progress")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event, default=_json_default) + "\n")
 
 
 def _short(report: pytest.TestReport) -> str:
@@ -260,6 +294,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from attnconf.atomicio import write_text_atomic
 
         write_text_atomic(path, json.dumps(payload, indent=1, default=_json_default))
+    _progress(config, {"event": "end", "time": time.time(), "exitstatus": int(exitstatus)})
     config.stash[_STATE]["pool"].close()
 
 

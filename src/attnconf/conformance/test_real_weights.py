@@ -23,7 +23,7 @@ from attnconf import realweights
 _REFERENCES: dict[tuple[int, str, str], Any] = {}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def real_cases():
     """Per layer, (inputs, weights) of all-MiniLM-L6-v2 on `realweights.SENTENCES`."""
     reason = realweights.available()
