@@ -80,8 +80,27 @@ def _pick_dtype(adapter: Any) -> str:
     return next((d for d in _PREFERRED_DTYPES if d in dtypes), "float32")
 
 
-def bank_section(adapters: Sequence[Any]) -> tuple[str, str]:
-    """`(title, html)`: the reference's heatmaps, then each adapter's with its max difference per layer."""
+def bank_row(adapter: Any) -> dict[str, Any]:
+    """One adapter's part of the section, measured: its name, dtype, and its `BankAttention`
+    ("bank"), or why there is none ("none": one line). Plain data, so it can be measured in the
+    process where the adapter runs and drawn in another."""
+    row: dict[str, Any] = {"name": str(adapter.name), "dtype": _pick_dtype(adapter), "bank": None, "none": None}
+    if not adapter.capabilities.returns_weights:
+        row["none"] = "returns no attention weights (capabilities.returns_weights=False)"
+        return row
+    try:
+        row["bank"] = realweights.bank_attention(adapter_weights_fn(adapter, row["dtype"]))
+    except Exception as err:  # an adapter's failure is reported, never the section's
+        row["none"] = f"error: {type(err).__name__}: {err}"
+        return row
+    if row["bank"] is None:
+        row["none"] = "returned no weights"
+    return row
+
+
+def bank_section(adapters: Sequence[Any] = (), rows: Sequence[dict[str, Any]] = ()) -> tuple[str, str]:
+    """`(title, html)`: the reference's heatmaps, then each adapter's with its max difference per
+    layer; `rows` are adapters measured already (`bank_row`), `adapters` are measured here."""
     reason = realweights.available()
     if reason:
         return TITLE, f"<p>Skipped: {html.escape(reason)}.</p>"
@@ -99,41 +118,34 @@ def bank_section(adapters: Sequence[Any]) -> tuple[str, str]:
     header = "".join(f"<th>layer {i}</th>" for i in range(layers))
     table = [f"<table><thead><tr><th>adapter</th><th>dtype</th>{header}</tr></thead><tbody>"]
     images = []
-    for adapter in adapters:
-        name = html.escape(str(adapter.name))
-        dtype = _pick_dtype(adapter)
-        if not adapter.capabilities.returns_weights:
-            table.append(f'<tr><td>{name}</td><td>{dtype}</td><td colspan="{layers}">returns no attention '
-                         "weights (capabilities.returns_weights=False)</td></tr>")
-            continue
-        try:
-            got = realweights.bank_attention(adapter_weights_fn(adapter, dtype))
-        except Exception as err:  # an adapter's failure is reported, never the section's
-            msg = html.escape(f"{type(err).__name__}: {err}")
-            table.append(f'<tr><td>{name}</td><td>{dtype}</td><td colspan="{layers}">error: {msg}</td></tr>')
-            continue
+    for row in list(rows) + [bank_row(a) for a in adapters]:
+        name, dtype, got = html.escape(row["name"]), row["dtype"], row["bank"]
         if got is None:
-            table.append(f'<tr><td>{name}</td><td>{dtype}</td><td colspan="{layers}">returned no weights</td></tr>')
+            table.append(f'<tr><td>{name}</td><td>{dtype}</td><td colspan="{layers}">{html.escape(row["none"])}</td></tr>')
             continue
         diffs = [max(float(np.max(np.abs(g[i] - r[i]))) for g, r in zip(got.weights, ref.weights, strict=True))
                  for i in range(layers)]
         table.append(f"<tr><td>{name}</td><td>{dtype}</td>" + "".join(f"<td>{d:.2g}</td>" for d in diffs) + "</tr>")
         images.append(f"<h3>{name} ({dtype})</h3>"
-                      + _img(render_png(got, f"{adapter.name} ({dtype})"), f"{adapter.name} attention of bank"))
+                      + _img(render_png(got, f"{row['name']} ({dtype})"), f"{row['name']} attention of bank"))
     table.append("</tbody></table>")
     return TITLE, "\n".join(parts + ["".join(table)] + images)
 
 
-def bank_section_for_handles(handles: Sequence[Any], timeout: float | None = None) -> tuple[str, str]:
+def bank_section_for_handles(handles: Sequence[Any], timeout: float | None = None,
+                             measured: dict[str, dict[str, Any]] | None = None) -> tuple[str, str]:
     """`bank_section` for registry handles (`registry.select`): adapters that declare a process
-    group run in worker processes, as in the conformance run; unavailable handles are left out."""
+    group run in worker processes, as in the conformance run; unavailable handles are left out.
+    `measured` holds rows already measured (`bank_row`) by adapter name; they keep their place."""
     from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
 
+    measured = measured or {}
     pool = WorkerPool(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
     try:
         # every adapter in a worker process: one that aborts costs only its own pictures
-        adapters = [RemoteAdapter(h.spec, h.obj, pool, getattr(h.obj, "process_group", None) or f"bank:{h.name}")
-                    for h in handles if h.available]
-        return bank_section(adapters)
+        rows = [measured[h.name] if h.name in measured else
+                bank_row(RemoteAdapter(h.spec, h.obj, pool, getattr(h.obj, "process_group", None) or f"bank:{h.name}"))
+                for h in handles if h.available]
+        return bank_section(rows=rows)
     finally:
         pool.close()

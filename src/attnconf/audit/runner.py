@@ -175,18 +175,39 @@ def _device() -> str:
     return "cpu"
 
 
+def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHandle],
+                 scenarios: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Audit `adapters` (instances, in this process; `handles` are their registry handles) and
+    return each one's measurements by name, for `run_audit(measured=...)` in another process.
+
+    `attnconf run` calls this at the end of a conformance session, where the framework is
+    already imported: the audit then costs its scenarios, not another import per adapter.
+    """
+    by_name = {h.name: h for h in handles}
+    per_adapter = [s for s in select(scenarios) if not s.cross]
+    out: dict[str, dict[str, Any]] = {}
+    for adapter in adapters:
+        item = _Audited(by_name[adapter.name], _entry(by_name[adapter.name], "ok", None))
+        _audit_adapter(item, adapter, per_adapter, threading.Event(), lambda line: None)
+        out[adapter.name] = {"entry": item.entry, "results": item.results, "example": item.example,
+                             "captures": item.captures}
+    return out
+
+
 def run_audit(
     handles: Sequence[registry.AdapterHandle], out_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None, *, scenarios: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
     isolation: str = "all", jobs: int | None = None, extra_sections: Sequence[tuple[str, str]] = (),
+    measured: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Audit `handles` (from `registry.select`/`discover`; unavailable ones are reported as skipped).
 
     Returns the report (a JSON-ready dict valid against ``audit.schema.json``); with `out_dir`, also
     writes audit.json, audit.md and audit.html there (`write_reports`). `progress` receives one line
-    per event. `scenarios` narrows the catalog by id (`KeyError` for unknown ids). Raises
-    `AuditInterrupted` on SIGINT (and SIGTERM where the caller maps it to KeyboardInterrupt): no report
-    is written then, so a previous one stays intact.
+    per event. `scenarios` narrows the catalog by id (`KeyError` for unknown ids). `measured` holds
+    adapters already audited elsewhere (`measure_here`, same scenarios), by name: they are taken as
+    they are, the others are measured here. Raises `AuditInterrupted` on SIGINT (and SIGTERM where
+    the caller maps it to KeyboardInterrupt): no report is written then, so a previous one stays intact.
     """
     if isolation not in ISOLATION:
         raise ValueError(f"isolation must be one of {ISOLATION}, got {isolation!r}")
@@ -202,13 +223,18 @@ def run_audit(
         if not h.available:
             items.append(_Audited(h, _entry(h, "skipped", h.missing or "not available"), done=True))
             continue
+        if measured and h.name in measured:
+            m = measured[h.name]
+            items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
+            continue
         item = _Audited(h, _entry(h, "ok", None))
         items.append(item)
         adapter, lane = _proxy(h, pool, isolation)
         lanes.setdefault(lane, []).append((item, adapter))
     ran = [i for i in items if i.entry["status"] == "ok"]
     say(f"audit: {len(ran)} adapters, {len(items) - len(ran)} skipped, {len(chosen)} scenarios, "
-        f"{len(lanes)} worker lanes")
+        f"{len(lanes)} worker lanes" + (f"; {sum(1 for i in ran if i.done)} measured in their conformance session"
+                                        if measured else ""))
     cancel = threading.Event()
 
     # Lanes with more adapters first: the slowest workers start early (the report's order is fixed anyway).

@@ -156,10 +156,13 @@ def _audit(handles: list[registry.AdapterHandle], skipped: list[registry.Adapter
     from attnconf.audit.bank import bank_section_for_handles
 
     print("attnconf run: audit", file=sys.stderr)
-    report = run_audit(list(handles) + list(skipped), None, progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    measured = sessions.audits(stage)  # the sessions audited their adapters; the others run in workers
+    report = run_audit(list(handles) + list(skipped), None, progress=lambda msg: print(f"  {msg}", file=sys.stderr),
+                       measured=measured["audit"])
     print("attnconf run: real-weights pictures", file=sys.stderr)
     healthy = [h for h in handles if report.get("adapters", {}).get(h.name, {}).get("status") == "ok"]
-    write_reports(report, stage, extra_sections=[bank_section_for_handles(healthy, timeout=120.0)])
+    write_reports(report, stage, extra_sections=[bank_section_for_handles(healthy, timeout=120.0,
+                                                                          measured=measured["bank"])])
     crashed = sorted(n for n, a in report.get("adapters", {}).items() if a.get("status") == "crashed")
     return {"files": ["audit.json", "audit.md", "audit.html"], "crashed": crashed}
 

@@ -180,6 +180,8 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         cmd += ["--adapter", h.spec]
     for d in args.dtype or []:
         cmd += ["--dtype", d]
+    if not args.no_audit:
+        cmd.append(f"--attnconf-audit={stage / 'sessions' / f'{tag}.audit.pkl'}")
     cmd += args.pytest_args.split()
     env = {**os.environ, **dict(getattr(handles[0].obj, "environment", {}) or {})}
     wall_start, start = time.time(), time.monotonic()
@@ -214,13 +216,13 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
                 "framework": getattr(h.obj, "framework", ""), "api": getattr(h.obj, "api", ""),
                 "session": [x.name for x in handles]}
 
-    if code is not None and code >= 0 and results.exists():
+    if results.exists():  # complete, even if the session died afterwards (in its audit: taken elsewhere)
         data = json.loads(results.read_text())
         for h in handles:
             tests = [t for t in data["tests"] if t["adapter"] == h.name]
             versions = data["adapters"].get(h.name, {}).get("versions", {})
             e = summarize(h, tests, versions, {**entry(h), "exit_code": code})
-            if code not in (0, 1, 5):
+            if code is not None and code not in (0, 1, 5) and code >= 0:
                 e["status"] = "failed"
                 e["reason"] = f"pytest exited with code {code}; see {e['log']}"
             e["results"] = _write_results(stage, h.name, data, tests)
@@ -249,6 +251,19 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
     report({**entry(by_name[culprit]), "status": "crashed", "reason": reason})
     done = set(progress.started[: progress.started.index(culprit) + 1] if culprit in progress.started else [culprit])
     return [h for h in handles if h.name not in done]
+
+
+def audits(stage: Path) -> dict[str, dict[str, Any]]:
+    """What the sessions measured for the audit (``--attnconf-audit``): "audit" and "bank", each by
+    adapter name. Sessions that died before the end wrote none; their adapters are missing here."""
+    import pickle
+
+    merged: dict[str, dict[str, Any]] = {"audit": {}, "bank": {}}
+    for path in sorted((stage / "sessions").glob("*.audit.pkl")):
+        part = pickle.loads(path.read_bytes())  # written by this package's own session processes
+        for key in merged:
+            merged[key].update(part[key])
+    return merged
 
 
 def _write_results(stage: Path, name: str, data: dict[str, Any], tests: list[dict[str, Any]]) -> str:

@@ -2,7 +2,8 @@
 
 Options: ``--adapter NAME|module:attr`` (repeatable; default every installed adapter),
 ``--dtype`` (repeatable; default all four), ``--attnconf-isolation auto|none``,
-``--attnconf-timeout SECONDS``, ``--attnconf-json PATH``, ``--attnconf-progress PATH``.
+``--attnconf-timeout SECONDS``, ``--attnconf-json PATH``, ``--attnconf-progress PATH``,
+``--attnconf-audit PATH``.
 
 Tests in `attnconf.conformance` (or marked ``@pytest.mark.attnconf``) that request the
 `adapter` fixture are parametrised over the selected adapters, and over dtypes if they
@@ -46,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--attnconf-progress", default=None, metavar="PATH",
                     help="run the tests adapter by adapter and append one JSON line per event to PATH "
                          "(an adapter's start, each test's result): how `attnconf run` follows a session")
+    group.addoption("--attnconf-audit", default=None, metavar="PATH",
+                    help="after the tests, audit the selected adapters in this process and pickle the "
+                         "measurements to PATH (how `attnconf run` audits without importing each framework again)")
     group.addoption("--attnconf-weights", default=None, metavar="FILE",
                     help="also check agreement on these canonical weights (.npz or .safetensors)")
     group.addoption("--attnconf-long", action="store_true", default=False,
@@ -295,7 +299,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         write_text_atomic(path, json.dumps(payload, indent=1, default=_json_default))
     _progress(config, {"event": "end", "time": time.time(), "exitstatus": int(exitstatus)})
+    audit = config.getoption("attnconf_audit")
+    if audit:
+        _audit_here(config.stash[_STATE], audit)
     config.stash[_STATE]["pool"].close()
+
+
+def _audit_here(st: dict[str, Any], path: str) -> None:
+    """The behaviour audit and the real-weights pictures of this session's adapters, measured here
+    and pickled to `path` for `attnconf run` (its own process reads them). If this fails, `path` is
+    not written and `attnconf run` audits these adapters in worker processes instead."""
+    import pickle
+
+    from attnconf.atomicio import write_bytes_atomic
+    from attnconf.audit.bank import bank_row
+    from attnconf.audit.runner import measure_here
+
+    adapters = st["adapters"]
+    try:
+        measured = {"audit": measure_here(adapters, st["handles"]), "bank": {a.name: bank_row(a) for a in adapters}}
+        data = pickle.dumps(measured, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as err:  # the conformance results stand; the audit is taken elsewhere
+        warnings.warn(f"attnconf: the in-session audit failed ({type(err).__name__}: {err}); "
+                      "attnconf run audits these adapters in worker processes", stacklevel=1)
+        return
+    write_bytes_atomic(path, data)
 
 
 def _json_default(obj: Any) -> Any:
