@@ -81,10 +81,12 @@ def _pick_dtype(adapter: Any) -> str:
 
 
 def bank_row(adapter: Any) -> dict[str, Any]:
-    """One adapter's part of the section, measured: its name, dtype, and its `BankAttention`
-    ("bank"), or why there is none ("none": one line). Plain data, so it can be measured in the
-    process where the adapter runs and drawn in another."""
-    row: dict[str, Any] = {"name": str(adapter.name), "dtype": _pick_dtype(adapter), "bank": None, "none": None}
+    """One adapter's part of the section, measured and drawn: its name, dtype, its `BankAttention`
+    ("bank") and picture ("png"), or why there is none ("none": one line). Plain data, so it can
+    be made in the process where the adapter runs (in parallel with the others) and put in the
+    report by another."""
+    row: dict[str, Any] = {"name": str(adapter.name), "dtype": _pick_dtype(adapter), "bank": None, "none": None,
+                           "png": None}
     if not adapter.capabilities.returns_weights:
         row["none"] = "returns no attention weights (capabilities.returns_weights=False)"
         return row
@@ -95,6 +97,8 @@ def bank_row(adapter: Any) -> dict[str, Any]:
         return row
     if row["bank"] is None:
         row["none"] = "returned no weights"
+    else:
+        row["png"] = render_png(row["bank"], f"{row['name']} ({row['dtype']})")
     return row
 
 
@@ -126,8 +130,7 @@ def bank_section(adapters: Sequence[Any] = (), rows: Sequence[dict[str, Any]] = 
         diffs = [max(float(np.max(np.abs(g[i] - r[i]))) for g, r in zip(got.weights, ref.weights, strict=True))
                  for i in range(layers)]
         table.append(f"<tr><td>{name}</td><td>{dtype}</td>" + "".join(f"<td>{d:.2g}</td>" for d in diffs) + "</tr>")
-        images.append(f"<h3>{name} ({dtype})</h3>"
-                      + _img(render_png(got, f"{row['name']} ({dtype})"), f"{row['name']} attention of bank"))
+        images.append(f"<h3>{name} ({dtype})</h3>" + _img(row["png"], f"{row['name']} attention of bank"))
     table.append("</tbody></table>")
     return TITLE, "\n".join(parts + ["".join(table)] + images)
 

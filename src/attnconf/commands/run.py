@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     (stage / "logs").mkdir()
     previous = signal.signal(signal.SIGTERM, _terminate)
     done: list[dict[str, Any]] = []
+    started = time.monotonic()
     try:
         print(f"attnconf run: {len(handles)} adapters, {len(skipped)} skipped; report in {out}/", file=sys.stderr)
         for h in skipped:
@@ -116,10 +118,11 @@ def main(args: argparse.Namespace) -> int:
                 c = r.get("counts", {})
                 detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
                 print(f"  [{len(done) - len(broken)}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} "
-                      f"({r['seconds']:.1f} s)", file=sys.stderr)
+                      f"({r['seconds']:.1f} s; at {_clock(started)})", file=sys.stderr)
 
         pool = ThreadPoolExecutor(max_workers=args.jobs)
-        futures = [pool.submit(sessions.run_group, group, args, stage, report) for group in sessions.plan(handles)]
+        groups = sessions.plan(handles, sessions.previous_seconds(out))
+        futures = [pool.submit(sessions.run_group, group, args, stage, report) for group in groups]
         try:
             for fut in as_completed(futures):
                 fut.result()
@@ -129,6 +132,7 @@ def main(args: argparse.Namespace) -> int:
         done.sort(key=lambda r: r["name"])
         audit_info = None
         if not args.no_audit:
+            print(f"attnconf run: audit (at {_clock(started)})", file=sys.stderr)
             audit_info = _audit(handles, skipped, stage)
         summary = {"schema": SUMMARY_SCHEMA, "environment": _environment(), "adapters": done,
                    "skipped": [{"name": h.name, "reason": h.missing} for h in skipped], "audit": audit_info}
@@ -144,6 +148,7 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(stage, ignore_errors=True)
     print(screen_summary(summary, out))
+    print(f"attnconf run: done in {_clock(started)}", file=sys.stderr)
     if any(r["status"] == "crashed" for r in done) or (audit_info or {}).get("crashed"):
         return EXIT_CRASHED
     if any(r["status"] == "failed" for r in done) and not args.allow_failures:
@@ -155,7 +160,6 @@ def _audit(handles: list[registry.AdapterHandle], skipped: list[registry.Adapter
     from attnconf.audit import run_audit, write_reports
     from attnconf.audit.bank import bank_section_for_handles
 
-    print("attnconf run: audit", file=sys.stderr)
     measured = sessions.audits(stage)  # the sessions audited their adapters; the others run in workers
     report = run_audit(list(handles) + list(skipped), None, progress=lambda msg: print(f"  {msg}", file=sys.stderr),
                        measured=measured["audit"])
@@ -165,6 +169,12 @@ def _audit(handles: list[registry.AdapterHandle], skipped: list[registry.Adapter
                                                                           measured=measured["bank"])])
     crashed = sorted(n for n, a in report.get("adapters", {}).items() if a.get("status") == "crashed")
     return {"files": ["audit.json", "audit.md", "audit.html"], "crashed": crashed}
+
+
+def _clock(started: float) -> str:
+    """Wall time since `started` (a `time.monotonic()`), as "1 min 05 s"."""
+    m, sec = divmod(int(time.monotonic() - started), 60)
+    return f"{m} min {sec:02d} s" if m else f"{sec} s"
 
 
 def _publish(stage: Path, out: Path) -> None:

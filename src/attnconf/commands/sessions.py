@@ -64,13 +64,29 @@ def group_key(handle: registry.AdapterHandle) -> tuple[str, tuple[tuple[str, str
     return str(getattr(obj, "process_group", None) or ""), env
 
 
-def plan(handles: list[registry.AdapterHandle]) -> list[list[registry.AdapterHandle]]:
-    """The sessions: adapters grouped by `group_key`, larger groups first (they take longest, so
-    they start first), each group in the order given."""
+#: Seconds assumed for an adapter that no earlier run timed.
+UNTIMED = 10.0
+
+
+def plan(handles: list[registry.AdapterHandle],
+         seconds: dict[str, float] | None = None) -> list[list[registry.AdapterHandle]]:
+    """The sessions: adapters grouped by `group_key`, each group in the order given, the longest
+    first (longest-processing-time order keeps the parallel lanes even). A group's length is the
+    sum of its adapters' `seconds` (an earlier run's, by name; `UNTIMED` for others)."""
+    seconds = seconds or {}
     groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[registry.AdapterHandle]] = {}
     for h in handles:
         groups.setdefault(group_key(h), []).append(h)
-    return sorted(groups.values(), key=len, reverse=True)
+    return sorted(groups.values(), key=lambda g: sum(seconds.get(h.name, UNTIMED) for h in g), reverse=True)
+
+
+def previous_seconds(report_dir: Path) -> dict[str, float]:
+    """Per-adapter seconds of the report already in `report_dir` (empty if none or unreadable)."""
+    try:
+        summary = json.loads((report_dir / "summary.json").read_text())
+        return {a["name"]: float(a["seconds"]) for a in summary.get("adapters", []) if "seconds" in a}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 @dataclass
@@ -186,6 +202,15 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
     env = {**os.environ, **dict(getattr(handles[0].obj, "environment", {}) or {})}
     wall_start, start = time.time(), time.monotonic()
     timed_out: str | None = None
+    by_name = {h.name: h for h in handles}
+    reported: set[str] = set()  # adapters reported while the session runs
+
+    def entry(h: registry.AdapterHandle) -> dict[str, Any]:
+        seconds = progress.seconds(h.name, wall_start) if h.name in progress.started else time.monotonic() - start
+        return {"name": h.name, "spec": h.spec, "seconds": round(seconds, 2), "log": f"logs/{log.name}",
+                "framework": getattr(h.obj, "framework", ""), "api": getattr(h.obj, "api", ""),
+                "session": [x.name for x in handles]}
+
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
                                 start_new_session=True)
@@ -198,6 +223,10 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
                 except subprocess.TimeoutExpired:
                     pass
                 progress.read()
+                for name in progress.started[:-1]:  # complete: the next one has started
+                    if name not in reported:
+                        reported.add(name)
+                        report(_from_progress(by_name[name], progress, entry(by_name[name])))
                 since = progress.seen_at if progress.current else start
                 if time.monotonic() - (since or start) > args.timeout:
                     timed_out = progress.current or "(start-up)"
@@ -208,17 +237,11 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         finally:
             children.discard(proc)
     progress.read()
-    by_name = {h.name: h for h in handles}
-
-    def entry(h: registry.AdapterHandle) -> dict[str, Any]:
-        seconds = progress.seconds(h.name, wall_start) if h.name in progress.started else time.monotonic() - start
-        return {"name": h.name, "spec": h.spec, "seconds": round(seconds, 2), "log": f"logs/{log.name}",
-                "framework": getattr(h.obj, "framework", ""), "api": getattr(h.obj, "api", ""),
-                "session": [x.name for x in handles]}
-
     if results.exists():  # complete, even if the session died afterwards (in its audit: taken elsewhere)
         data = json.loads(results.read_text())
         for h in handles:
+            if h.name in reported:
+                continue
             tests = [t for t in data["tests"] if t["adapter"] == h.name]
             versions = data["adapters"].get(h.name, {}).get("versions", {})
             e = summarize(h, tests, versions, {**entry(h), "exit_code": code})
@@ -236,11 +259,8 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
     for name in progress.started:
         if name == culprit:
             break
-        h = by_name[name]
-        tests = progress.tests.get(name, [])
-        e = summarize(h, tests, progress.versions.get(name, {}), entry(h))
-        e["results"] = _write_results(stage, name, {"adapters": {name: {"versions": e["versions"]}}}, tests)
-        report(e)
+        if name not in reported:
+            report(_from_progress(by_name[name], progress, entry(by_name[name])))
     if timed_out is not None:
         reason = f"timed out after {args.timeout:.0f} s (killed)"
     elif code is not None and code < 0:
@@ -251,6 +271,15 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
     report({**entry(by_name[culprit]), "status": "crashed", "reason": reason})
     done = set(progress.started[: progress.started.index(culprit) + 1] if culprit in progress.started else [culprit])
     return [h for h in handles if h.name not in done]
+
+
+def _from_progress(h: registry.AdapterHandle, progress: Progress, entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry of a complete adapter from its session's progress records (and its results file)."""
+    tests = progress.tests.get(h.name, [])
+    e = summarize(h, tests, progress.versions.get(h.name, {}), entry)
+    stage = progress.path.parent.parent
+    e["results"] = _write_results(stage, h.name, {"adapters": {h.name: {"versions": e["versions"]}}}, tests)
+    return e
 
 
 def audits(stage: Path) -> dict[str, dict[str, Any]]:
