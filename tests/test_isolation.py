@@ -36,6 +36,9 @@ def test_the_correct_adapter_is_complete(fault_run):
     numpy = adapters["numpy"]
     assert numpy["status"] == "passed" and numpy["counts"] == {"passed": 15, "skipped": 1}, numpy
     assert (out / numpy["results"]).is_file()
+    # none of these declares a process group: they shared a session, and the faults were still
+    # attributed adapter by adapter
+    assert "crash.aborts" in numpy["session"] and "crash.hangs" in numpy["session"], numpy["session"]
 
 
 @pytest.mark.parametrize("name,status,reason", [
@@ -84,3 +87,24 @@ def test_default_report_directory_is_relative_to_where_run_is_called(tmp_path):
     summary = json.loads((tmp_path / "attnconf-report" / "summary.json").read_text())
     (numpy,) = summary["adapters"]
     assert numpy["status"] == "passed" and numpy["counts"]["passed"] > 0, numpy
+
+
+def test_audit_in_the_sessions_equals_the_audit_in_workers(tmp_path):
+    """`attnconf run` audits each adapter inside its conformance session; `attnconf audit` in
+    worker processes. The outcomes must be the same, scenario by scenario."""
+    pytest.importorskip("torch")
+    adapters = ["--adapter", "numpy", "--adapter", "torch.nn.MultiheadAttention"]
+    run = subprocess.run([sys.executable, "-m", "attnconf.cli", "run", "-o", str(tmp_path / "run"), *adapters,
+                          "--dtype", "float32", "--pytest-args", "-k test_agreement"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 measured in their conformance session" in run.stderr
+    audit = subprocess.run([sys.executable, "-m", "attnconf.cli", "audit", "-o", str(tmp_path / "audit"), *adapters],
+                           capture_output=True, text=True, timeout=600)
+    assert audit.returncode == 0, audit.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "audit.json").read_text()) for d in ("run", "audit"))
+    assert a["scenarios"].keys() == b["scenarios"].keys()
+    for sid, scenario in a["scenarios"].items():
+        for name, result in scenario["results"].items():
+            other = b["scenarios"][sid]["results"][name]
+            assert (result["outcome"], result["detail"]) == (other["outcome"], other["detail"]), (sid, name)
