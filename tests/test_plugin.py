@@ -136,3 +136,19 @@ def test_declared_difference_is_not_shrunk(adapters_module, monkeypatch):
         calls[name] = len(log.read_text().splitlines())
     # first example: two calls (D and 2 D); the replay of the failure: two more
     assert calls["CountingWrongScaleDeclared"] <= 4 < calls["CountingWrongScale"], calls
+
+
+def test_progress_runs_adapter_by_adapter(adapters_module):
+    """With --attnconf-progress the session runs one adapter after the other (what lets `attnconf
+    run` attribute a crash), even after another plugin reorders the tests (here: reverses them)."""
+    adapters_module.makeconftest("def pytest_collection_modifyitems(items):\n    items.reverse()\n")
+    progress = adapters_module.path / "progress.jsonl"
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance", "--adapter", "my_adapters:Good", "--adapter", "numpy", "--dtype", "float64",
+        "-k", "agreement or batches", f"--attnconf-progress={progress}", "-p", "no:randomly")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    events = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert [e["adapter"] for e in events if e["event"] == "start"] == ["good", "numpy"]
+    tests = [e["adapter"] for e in events if e["event"] == "test"]
+    assert tests == sorted(tests, key=["good", "numpy"].index) and len(set(tests)) == 2, tests
+    assert events[-1]["event"] == "end"

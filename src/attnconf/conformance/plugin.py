@@ -143,11 +143,6 @@ def _param(item: pytest.Item, name: str) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _STATE not in config.stash:
         return
-    if config.getoption("attnconf_progress"):
-        # adapter by adapter (chapter order within each), so that a session's progress tells which
-        # adapters are complete when it crashes or hangs
-        order = {a.name: i for i, a in enumerate(config.stash[_STATE]["adapters"])}
-        items.sort(key=lambda item: order.get(getattr(_param(item, "adapter"), "name", None), -1))
     for item in items:
         adapter = _param(item, "adapter")
         if adapter is None:
@@ -173,6 +168,18 @@ def _plain_tracebacks(item: pytest.Item) -> None:
 
 
 _DIFF = pytest.StashKey[expected.Difference]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With ``--attnconf-progress``: run adapter by adapter (each adapter's tests in their order),
+    so that a session's progress tells which adapters are complete when it crashes or hangs.
+    After collection and every reordering plugin (pytest-randomly shuffles, say): this order wins."""
+    config = session.config
+    if _STATE not in config.stash or not config.getoption("attnconf_progress"):
+        return
+    order = {a.name: i for i, a in enumerate(config.stash[_STATE]["adapters"])}
+    session.items.sort(key=lambda item: order.get(getattr(_param(item, "adapter"), "name", None), -1))
 
 
 @pytest.fixture
