@@ -120,6 +120,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  [{len(done) - len(broken)}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} "
                       f"({r['seconds']:.1f} s; at {_clock(started)})", file=sys.stderr)
 
+        sessions.stopping.clear()  # a previous run in this process may have stopped them
         pool = ThreadPoolExecutor(max_workers=args.jobs)
         groups = sessions.plan(handles, sessions.previous_seconds(out))
         futures = [pool.submit(sessions.run_group, group, args, stage, report) for group in groups]

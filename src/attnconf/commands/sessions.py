@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +42,13 @@ POLL = 0.2
 RESULTS = ("passed", "failed")
 
 children: set[subprocess.Popen[bytes]] = set()
+#: Set by `kill_children`: no session starts after it (an interrupted run ends, it does not retry).
+stopping = threading.Event()
 
 
 def kill_children() -> None:
-    """Kill every running session (its whole process group)."""
+    """Kill every running session (its whole process group), and start no more."""
+    stopping.set()
     for proc in list(children):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -168,11 +172,12 @@ def run_group(handles: list[registry.AdapterHandle], args: Any, stage: Path,
               report: Callable[[dict[str, Any]], None]) -> None:
     """Test `handles` (one group) in as few sessions as crashes allow; `report(entry)` per adapter."""
     remaining = list(handles)
-    while remaining:
+    while remaining and not stopping.is_set():
         leftover = _session(remaining, args, stage, report)
         if len(leftover) == len(remaining) > 1:  # died before any adapter started: one session each
             for h in leftover:
-                _session([h], args, stage, report)
+                if not stopping.is_set():
+                    _session([h], args, stage, report)
             return
         remaining = leftover
 
@@ -215,6 +220,8 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
                                 start_new_session=True)
         children.add(proc)
+        if stopping.is_set():  # interrupted while this one was starting
+            os.killpg(proc.pid, signal.SIGKILL)
         try:
             while True:
                 try:
