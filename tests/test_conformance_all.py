@@ -1,8 +1,9 @@
 """The main job end to end: `attnconf run` over every installed adapter must conform.
 
-This is how the README's test command runs the conformance chapters over all adapters: each
-adapter in its own process, two at a time (`attnconf run -j 2`), followed by the audit. Any
-failing adapter fails this test with its failures listed; declared departures show as XFAIL.
+This is how the README's test command runs the conformance chapters over all adapters: one
+pytest session per process group, two at a time (`attnconf run -j 2`), each followed by the audit
+of its adapters. Any failing adapter fails this test with its failures listed; declared departures
+show as XFAIL.
 """
 
 from __future__ import annotations
