@@ -291,10 +291,20 @@ def _from_progress(h: registry.AdapterHandle, progress: Progress, entry: dict[st
 
 def audits(stage: Path) -> dict[str, dict[str, Any]]:
     """What the sessions measured for the audit (``--attnconf-audit``): "audit" and "bank", each by
-    adapter name. Sessions that died before the end wrote none; their adapters are missing here."""
+    adapter name. Sessions that died before the end wrote none; their adapters are missing here.
+
+    The files are pickles that this package's own session processes wrote into `stage`, the run's
+    private staging directory (``tempfile.mkdtemp``: mode 0700, this user's). Nothing else is
+    unpickled: if `stage` is not private, nothing is read and every adapter is audited in worker
+    processes instead.
+    """
     import pickle
+    import stat
 
     merged: dict[str, dict[str, Any]] = {"audit": {}, "bank": {}}
+    info = stage.stat()
+    if stat.S_IMODE(info.st_mode) & 0o077 or info.st_uid != os.getuid():
+        return merged
     for path in sorted((stage / "sessions").glob("*.audit.pkl")):
         part = pickle.loads(path.read_bytes())  # written by this package's own session processes
         for key in merged:
