@@ -108,3 +108,13 @@ def test_audit_in_the_sessions_equals_the_audit_in_workers(tmp_path):
         for name, result in scenario["results"].items():
             other = b["scenarios"][sid]["results"][name]
             assert (result["outcome"], result["detail"]) == (other["outcome"], other["detail"]), (sid, name)
+
+
+def test_pytest_args_are_split_like_a_shell_line(tmp_path):
+    """--pytest-args keeps a quoted -k expression whole."""
+    proc = subprocess.run([sys.executable, "-m", "attnconf.cli", "run", "-o", str(tmp_path), "--adapter", "numpy",
+                           "--no-audit", "--pytest-args", "-k 'test_agreement and float32 and self'"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (numpy,) = json.loads((tmp_path / "summary.json").read_text())["adapters"]
+    assert numpy["counts"] == {"passed": 1}, numpy

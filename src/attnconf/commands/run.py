@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="sessions (process groups) run in parallel (default: 2)")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 when the only problems are conformance failures (for version matrices)")
-    parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, e.g. \"-k agreement\"")
+    parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, split like a shell line, e.g. \"-k 'agreement and float32'\"")
 
 
 def write_summary(summary: dict[str, Any], stage: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         cmd += ["--dtype", d]
     if not args.no_audit:
         cmd.append(f"--attnconf-audit={stage / 'sessions' / f'{tag}.audit.pkl'}")
-    cmd += args.pytest_args.split()
+    cmd += shlex.split(args.pytest_args)
     env = {**os.environ, **dict(getattr(handles[0].obj, "environment", {}) or {})}
     wall_start, start = time.time(), time.monotonic()
     timed_out: str | None = None
