@@ -162,7 +162,7 @@ def _plain_tracebacks(item: pytest.Item) -> None:
 
     A declared difference's failure is reported by its reason, never by its traceback, yet
     pytest formats that traceback in full (the source of every frame, the arguments of every
-    call, through dozens of framework frames): a third of a JAX adapter's run went there.
+    call, through dozens of framework frames): a quarter of a JAX adapter's run went there.
     """
     item.repr_failure = lambda excinfo, **_: excinfo.getrepr(style="native")  # type: ignore[method-assign]
 
