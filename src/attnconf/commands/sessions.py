@@ -235,8 +235,7 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
                     if name not in reported:
                         reported.add(name)
                         report(_from_progress(by_name[name], progress, entry(by_name[name])))
-                since = progress.seen_at if progress.current else start
-                if time.monotonic() - (since or start) > args.timeout:
+                if time.monotonic() - (progress.seen_at or start) > args.timeout:  # the current adapter's, or start-up's
                     timed_out = progress.current or "(start-up)"
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
