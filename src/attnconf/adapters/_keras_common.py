@@ -81,6 +81,28 @@ def as_storage(a: Any, dtype: str) -> Array:
     return np.asarray(a.astype(np.float32) if dtype == "bfloat16" else a, dtype=storage_dtype(dtype))
 
 
+def host_array(x: Array, dtype: str, backend: str) -> Array:
+    """`x` (already rounded to `dtype`) as NumPy hands it to Keras on `backend`.
+
+    On JAX a bfloat16 array goes over as a NumPy array of bfloat16 (ml_dtypes, the type JAX itself
+    uses): the conversion happens in NumPy, exactly, where converting a float32 array on the
+    device would compile one XLA program per shape. torch has no NumPy bfloat16, so the other
+    backends take the float32 storage array and convert it themselves."""
+    if backend == "jax" and dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.asarray(x, dtype=ml_dtypes.bfloat16)
+    return np.asarray(x)
+
+
+def numpy_of(t: Any, dtype: str, backend: str) -> Array:
+    """A Keras tensor of precision `dtype` as NumPy in `storage_dtype(dtype)`: bfloat16 is widened
+    to float32 in NumPy on JAX (see `host_array`), by the backend elsewhere."""
+    ops = keras3(backend).ops
+    return as_storage(ops.convert_to_numpy(ops.cast(t, "float32") if dtype == "bfloat16" and backend != "jax" else t),
+                      dtype)
+
+
 def backend_settings(backend: str) -> dict[str, Any]:
     """Class attributes of a Keras 3 adapter on `backend`: one worker process per backend."""
     package = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}[backend]
@@ -164,6 +186,10 @@ class MHAAdapterBase(AdapterBase):
     def _numpy(self, t: Any, dtype: str) -> Array:
         raise NotImplementedError
 
+    def _host(self, a: Array, dtype: str) -> Array:
+        """A weight as `set_weights` takes it (`host_array` on Keras 3)."""
+        return np.asarray(a)
+
     def _call(self, layer: Any, tensors: tuple[Any, Any, Any], kwargs: dict[str, Any]) -> Any:
         q, k, v = tensors
         return layer(q, v, key=k, **kwargs)
@@ -185,7 +211,7 @@ class MHAAdapterBase(AdapterBase):
         if key not in self._layers:
             self._layers[key] = self._new_layer(arguments, dtype, dropout, widths)
         layer = self._layers[key]
-        layer.set_weights(to_native(self._paths(layer), w))
+        layer.set_weights([self._host(a, dtype) for a in to_native(self._paths(layer), w)])
         return layer
 
     def _kwargs(self, inputs: AttentionInputs, mask: Array | None) -> dict[str, Any]:

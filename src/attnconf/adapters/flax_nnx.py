@@ -125,11 +125,15 @@ class FlaxNnxMHA(AdapterBase):
         )
 
     def _template(self, layer: tuple[Any, ...]) -> tuple[Any, Any]:
-        """(graphdef, state) of a freshly built layer, once per configuration."""
+        """(graphdef, abstract state) of the layer, once per configuration.
+
+        Built under `nnx.eval_shape`: the state holds shapes and dtypes only, and the jitted
+        call replaces every leaf by the canonical weights (a leaf left abstract fails that call),
+        so building the template runs and compiles no initializer."""
         if layer not in self._templates:
             from flax import nnx
 
-            self._templates[layer] = nnx.split(self._module(*layer))
+            self._templates[layer] = nnx.split(nnx.eval_shape(lambda: self._module(*layer)))
         return self._templates[layer]
 
     def _call(self, layer: tuple[Any, ...], causal: bool, sow: bool) -> Any:
@@ -191,12 +195,12 @@ class FlaxNnxMHA(AdapterBase):
         """Canonical -> the layer's `nnx.Param`s (shapes checked) -> read back from the layer."""
         from flax import nnx
 
-        module = self._module(*self._layer(weights, dtype))
-        state = nnx.state(module, nnx.Param)
+        graphdef, template = self._template(self._layer(weights, dtype))
+        state = jax().tree.map(lambda x: x, template)  # fresh Variables; the template stays
         params = self._params(weights, dtype)
-        fc.check_params(state.to_pure_dict(), params, API)
+        fc.check_params(nnx.state(nnx.merge(graphdef, template), nnx.Param).to_pure_dict(), params, API)
         _replace_by_pure_dict(state, params)
-        nnx.update(module, state)
+        module = nnx.merge(graphdef, state)
         back = fc.from_flax(nnx.state(module, nnx.Param).to_pure_dict())
         return AttentionWeights(**{n: to_numpy(a, dtype) for n, a in back.items()})
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters._keras_common import MHAAdapterBase, as_storage, backend_settings, keras3, keras3_vjp
+from attnconf.adapters._keras_common import MHAAdapterBase, backend_settings, host_array, keras3, keras3_vjp, numpy_of
 from attnconf.adapters.base import Capabilities
 from attnconf.adapters.support import release_in
 
@@ -94,11 +94,13 @@ class KerasMHA(MHAAdapterBase):
         return [v.path for v in layer.weights]
 
     def _tensor(self, x: Array, dtype: str) -> Any:
-        return keras3(self.backend).ops.convert_to_tensor(np.asarray(x), dtype=dtype)
+        return keras3(self.backend).ops.convert_to_tensor(host_array(x, dtype, self.backend), dtype=dtype)
 
     def _numpy(self, t: Any, dtype: str) -> Array:
-        ops = keras3(self.backend).ops
-        return as_storage(ops.convert_to_numpy(ops.cast(t, "float32") if dtype == "bfloat16" else t), dtype)
+        return numpy_of(t, dtype, self.backend)
+
+    def _host(self, a: Array, dtype: str) -> Array:
+        return host_array(a, dtype, self.backend)
 
     def _function(self, layer: Any, kwargs: dict[str, Any], vjp: bool) -> Any:
         """`layer.stateless_call` as f(trainable, fixed, q, k, v, mask[, cotangent]); jitted on JAX.

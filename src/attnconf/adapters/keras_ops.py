@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters._keras_common import as_storage, backend_settings, keras3, keras3_vjp
+from attnconf.adapters._keras_common import backend_settings, host_array, keras3, keras3_vjp, numpy_of
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.reference.attention import project_heads
@@ -71,11 +71,11 @@ class KerasOps(KernelAdapterBase):
     def _tensor(self, x: Array, dtype: str, heads_axis: bool = True) -> Any:
         """A Keras tensor of `dtype`; `heads_axis` moves (B, H, N, D) to Keras's (B, N, H, D)."""
         x = np.swapaxes(np.asarray(x), 1, 2) if heads_axis else np.asarray(x)
-        return keras3(self.backend).ops.convert_to_tensor(np.ascontiguousarray(x), dtype=dtype)
+        return keras3(self.backend).ops.convert_to_tensor(np.ascontiguousarray(host_array(x, dtype, self.backend)),
+                                                          dtype=dtype)
 
     def _numpy(self, t: Any, dtype: str, heads_axis: bool = True) -> Array:
-        ops = keras3(self.backend).ops
-        a = as_storage(ops.convert_to_numpy(ops.cast(t, "float32") if dtype == "bfloat16" else t), dtype)
+        a = numpy_of(t, dtype, self.backend)
         return np.swapaxes(a, 1, 2) if heads_axis else a
 
     def _compiled(self, key: tuple[Any, ...], fn: Any, dtype: str) -> Any:

