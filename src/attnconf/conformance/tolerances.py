@@ -86,10 +86,11 @@ class Errors:
     expected: float
     got: float
     nan_mismatch: tuple[int, ...] | None  # first index where NaN-ness differs
+    max_expected: float = 0.0  # max |exact| over the finite values: the scale of max_rel
 
     def as_dict(self) -> dict[str, Any]:
-        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "index": list(self.index),
-                "nan_mismatch": None if self.nan_mismatch is None else list(self.nan_mismatch)}
+        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "max_expected": self.max_expected,
+                "index": list(self.index), "nan_mismatch": None if self.nan_mismatch is None else list(self.nan_mismatch)}
 
 
 def measure(got: Array, exact: Array) -> Errors:
@@ -107,7 +108,7 @@ def measure(got: Array, exact: Array) -> Errors:
     max_rel = max_abs / scale if scale > 0 else max_abs
     return Errors(max_abs, max_rel, index,
                   float(exact[index]) if diff.size else 0.0, float(got[index]) if diff.size else 0.0,
-                  nan_mismatch)
+                  nan_mismatch, scale)
 
 
 @dataclass(frozen=True)
