@@ -103,6 +103,8 @@ def test_audit_in_the_sessions_equals_the_audit_in_workers(tmp_path):
                            capture_output=True, text=True, timeout=600)
     assert audit.returncode == 0, audit.stderr[-2000:]
     a, b = (json.loads((tmp_path / d / "audit.json").read_text()) for d in ("run", "audit"))
+    assert {n: e["measured_in"] for n, e in a["adapters"].items()} == dict.fromkeys(a["adapters"], "conformance session")
+    assert {n: e["measured_in"] for n, e in b["adapters"].items()} == dict.fromkeys(b["adapters"], "audit worker")
     assert a["scenarios"].keys() == b["scenarios"].keys()
     for sid, scenario in a["scenarios"].items():
         for name, result in scenario["results"].items():

@@ -187,7 +187,8 @@ def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHand
     per_adapter = [s for s in select(scenarios) if not s.cross]
     out: dict[str, dict[str, Any]] = {}
     for adapter in adapters:
-        item = _Audited(by_name[adapter.name], _entry(by_name[adapter.name], "ok", None))
+        item = _Audited(by_name[adapter.name], {**_entry(by_name[adapter.name], "ok", None),
+                                                 "measured_in": "conformance session"})
         _audit_adapter(item, adapter, per_adapter, threading.Event(), lambda line: None)
         out[adapter.name] = {"entry": item.entry, "results": item.results, "example": item.example,
                              "captures": item.captures}
@@ -227,9 +228,10 @@ def run_audit(
             m = measured[h.name]
             items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
             continue
-        item = _Audited(h, _entry(h, "ok", None))
-        items.append(item)
         adapter, lane = _proxy(h, pool, isolation)
+        item = _Audited(h, {**_entry(h, "ok", None),
+                            "measured_in": "audit process" if lane == "in-process" else "audit worker"})
+        items.append(item)
         lanes.setdefault(lane, []).append((item, adapter))
     ran = [i for i in items if i.entry["status"] == "ok"]
     say(f"audit: {len(ran)} adapters, {len(items) - len(ran)} skipped, {len(chosen)} scenarios, "
