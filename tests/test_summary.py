@@ -20,7 +20,7 @@ def test_worst_errors_per_dtype():
         {"nodeid": "a::v[x-float32]", "outcome": "xfailed", "dtype": "float32", "message": "",
          "measurements": [record([5.0], [1.0], atol=1e-6)]},
     ]
-    w = summarize(None, tests, {}, {"name": "x"})["errors_by_dtype"]["float32"]
+    w = summarize(tests, {}, {"name": "x"})["errors_by_dtype"]["float32"]
     assert abs(w["max_abs"] - 2e-6) < 1e-12  # every passed measurement counts for the absolute error
     # and for the error/tolerance ratio: the zero result's 0.3 beats the other's 0.2
     assert abs(w["worst_ratio"] - (3e-7 - 1e-16) / 1e-6) < 1e-12

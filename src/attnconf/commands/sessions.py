@@ -146,8 +146,7 @@ class Progress:
         return max(0.0, end - begin)
 
 
-def summarize(handle: registry.AdapterHandle, tests: list[dict[str, Any]], versions: dict[str, str],
-              entry: dict[str, Any]) -> dict[str, Any]:
+def summarize(tests: list[dict[str, Any]], versions: dict[str, str], entry: dict[str, Any]) -> dict[str, Any]:
     """`entry` completed from one adapter's test records: counts, worst error per dtype, failures.
 
     The worst relative error skips results whose exact value is below the tolerance everywhere
@@ -258,7 +257,7 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
                 continue
             tests = [t for t in data["tests"] if t["adapter"] == h.name]
             versions = data["adapters"].get(h.name, {}).get("versions", {})
-            e = summarize(h, tests, versions, {**entry(h), "exit_code": code})
+            e = summarize(tests, versions, {**entry(h), "exit_code": code})
             if code is not None and code not in (0, 1, 5) and code >= 0:
                 e["status"] = "failed"
                 e["reason"] = f"pytest exited with code {code}; see {e['log']}"
@@ -290,7 +289,7 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
 def _from_progress(h: registry.AdapterHandle, progress: Progress, entry: dict[str, Any]) -> dict[str, Any]:
     """The entry of a complete adapter from its session's progress records (and its results file)."""
     tests = progress.tests.get(h.name, [])
-    e = summarize(h, tests, progress.versions.get(h.name, {}), entry)
+    e = summarize(tests, progress.versions.get(h.name, {}), entry)
     stage = progress.path.parent.parent
     e["results"] = _write_results(stage, h.name, {"adapters": {h.name: {"versions": e["versions"]}}}, tests)
     return e

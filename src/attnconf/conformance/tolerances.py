@@ -86,7 +86,7 @@ class Errors:
     expected: float
     got: float
     nan_mismatch: tuple[int, ...] | None  # first index where NaN-ness differs
-    max_expected: float = 0.0  # max |exact| over the finite values: the scale of max_rel
+    max_expected: float  # max |exact| over the finite values: the scale of max_rel
 
     def as_dict(self) -> dict[str, Any]:
         return {"max_abs": self.max_abs, "max_rel": self.max_rel, "max_expected": self.max_expected,
