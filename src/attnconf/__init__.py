@@ -1,3 +1,3 @@
 """attention-conformance: a NumPy specification of attention, and a suite that holds frameworks to it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

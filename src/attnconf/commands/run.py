@@ -43,8 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_summary(summary: dict[str, Any], stage: Path) -> None:
+    """summary.json, summary.md and junit.xml (one testcase per conformance test) into `stage`."""
+    from attnconf.ci import junit_xml
+
     write_text_atomic(stage / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
     write_text_atomic(stage / "summary.md", summary_markdown(summary))
+    write_text_atomic(stage / "junit.xml", junit_xml(stage).decode("utf-8"))
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

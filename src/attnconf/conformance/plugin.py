@@ -201,6 +201,22 @@ def check(request: pytest.FixtureRequest, adapter: Any) -> Checker:
 _CHECKER = pytest.StashKey[Checker]()
 
 
+@pytest.fixture(autouse=True)
+def _junit_classname(request: pytest.FixtureRequest) -> None:
+    """Under ``--junitxml``, a conformance test's ``classname`` is ``<adapter>.<chapter>`` (the file's
+    default, ``attnconf.conformance.test_<chapter>``, would merge every adapter into one class)."""
+    callspec = getattr(request.node, "callspec", None)
+    adapter = callspec.params.get("adapter") if callspec is not None else None
+    if adapter is None or not getattr(request.config.option, "xmlpath", None):
+        return
+    import warnings
+
+    with warnings.catch_warnings():  # record_xml_attribute is marked experimental; its use here is stable
+        warnings.simplefilter("ignore")
+        record = request.getfixturevalue("record_xml_attribute")
+        record("classname", f"{adapter.name}.{request.node.module.__name__.rsplit('.', 1)[-1]}")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     """A declared difference is expected to fail: its first failing example decides the outcome,
