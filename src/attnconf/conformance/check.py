@@ -168,12 +168,12 @@ class Checker:
             lines = [f"attention weights of adapter {self.adapter.name!r} in {self.dtype}"
                      + (f" (case {case!r})" if case else "") + (f" ({label})" if label else "")
                      + " give weight to a key the spec hides",
-                     f"  weight {w[i]!r} at index {i} (B, H, T, S), where the mask and the causal flag "
-                     f"({self.alignment} alignment) hide key {i[3]} from query {i[2]}: expected exactly 0 "
+                     f"  at index {i} (B, H, T, S), where the mask and the causal flag ({self.alignment} alignment) "
+                     f"hide key {i[3]} from query {i[2]}: expected exactly 0, got {w[i]!r} "
                      f"({int(bad.sum())} of {int(hidden.sum())} hidden entries are not 0)",
                      "  tolerance: atol 0: a hidden key's weight is exactly 0 in every dtype",
                      f"  reproduce: {self.reproduce}"]
-            pytest.fail("\n".join(lines), pytrace=False)
+            raise AssertionError("\n".join(lines))
 
     def close(self, got: Array, exact: Array, same: Array, what: str, case: str = "",
               model: Array | None = None) -> Errors:

@@ -66,6 +66,6 @@ def test_head_output_within_value_range(adapter, dtype, check, data):
                       float(ratio[i]))
     if not ratio[i] <= 1:
         fail(check, claim, [
-            f"head {h}, index (b, t, d) = {i}: output {got[i]:.8g}, values of the visible keys range over "
-            f"[{lo[i]:.8g}, {hi[i]:.8g}] (outside by {excess[i]:.3g})",
+            f"head {h}, index (b, t, d) = {i}: got output {got[i]:.8g}, expected a value inside the range of the "
+            f"visible keys' values [{lo[i]:.8g}, {hi[i]:.8g}] (outside by {excess[i]:.3g})",
             f"tolerance: {tol.explain(i)}"])

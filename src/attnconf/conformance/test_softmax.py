@@ -102,5 +102,6 @@ def test_large_logits_stay_finite(adapter, dtype, check, data):
                       float(excess[i]), i, float(ratio[i]))
     if not ratio[i] <= 1:
         fail(check, "softmax: with very large logits the output stays finite and inside the convex range of "
-             "the values", [f"output at index {i}: {got[i]:.8g}, outside [{lo[i]:.8g}, {hi[i]:.8g}] by {excess[i]:.3g}",
+             "the values", [f"output at index {i}: got {got[i]:.8g}, expected a value inside [{lo[i]:.8g}, {hi[i]:.8g}] "
+                            f"(outside by {excess[i]:.3g})",
                             f"tolerance: {tol.explain(i)}"])
