@@ -37,7 +37,8 @@ def test_masked_keys_get_zero_weight(adapter, dtype, check, data):
     r = run(check, inputs, invariants.with_logit_magnitude(inputs, weights, magnitude))
     hidden = ~strategies.visible_rows(mask, alignment)[:, None]  # (B, 1, T, S)
     assert_close(check, r.got.weights, r.exact.weights, r.same.weights,
-                 "masking: a masked key gets zero weight", "attention weights (B, H, T, S)", where=hidden)
+                 "masking: a masked key gets zero weight", "attention weights (B, H, T, S)", where=hidden,
+                 model=r.bound.weights)
 
 
 @profiles.conformance
