@@ -90,13 +90,14 @@ def test_declared_differences_survive_process_isolation() -> None:
         name = "outside-adapter"
         capabilities = Capabilities()
         process_group = "outside"
-        expected_differences = [{"adapter": "outside-adapter", "test": "test_agreement[[]*",
-                                 "reason": "declared by the adapter", "link": "https://example.org/issue"}]
+        expected_differences = [{"adapter": "outside-adapter", "test": "test_agreement", "versions": "numpy>=1",
+                                 "max_ratio": 4.0, "reason": "declared by the adapter",
+                                 "link": "https://example.org/issue"}]
 
     pool = WorkerPool()
     try:
         remote = RemoteAdapter("outside:Declaring", Declaring, pool)
-        mine = [d for d in expected.load([remote]) if d.adapter == "outside-adapter"]
+        mine = [d for d in expected.load([remote]) if d.adapter == ("outside-adapter",)]
     finally:
         pool.close()
-    assert [(d.test, d.source) for d in mine] == [("test_agreement[[]*", "adapter outside-adapter")]
+    assert [(d.test, d.source) for d in mine] == [(("test_agreement",), "adapter outside-adapter, entry #1")]

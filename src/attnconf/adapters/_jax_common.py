@@ -142,3 +142,23 @@ class JitCache:
         if key not in self.functions:
             self.functions[key] = jax().jit(self.build(*key))
         return self.functions[key]
+
+
+#: jax.nn.dot_product_attention asks dot_general for the algorithm F16_F16_F32 on float16 inputs,
+#: which the CPU does not implement; its fallback to the default precision catches the error only
+#: while tracing, so under jax.jit (how JAX code runs, and how the adapters run it) every float16
+#: call raises "The precision 'F16_F16_F32' is not supported by dot_general on CPU". Measured with
+#: jax/jaxlib 0.10.2; the lower bound, where the op started to request dot algorithms, is not
+#: measured. The audit still runs float16 there (capabilities.limits) and records the error.
+DPA_FLOAT16_LIMIT = (
+    "float16", "under jax.jit on the CPU, jax.nn.dot_product_attention raises \"The precision 'F16_F16_F32' is "
+    "not supported by dot_general on CPU\" (its fallback to the default precision works only eagerly; "
+    "measured with jax 0.10.2; https://github.com/keras-team/keras-hub/pull/2354)",
+)
+
+
+def dpa_float16_fails() -> bool:
+    """Whether the installed jax is a release where jitted float16 jax.nn.dot_product_attention raises on the CPU."""
+    from attnconf.adapters.support import release_in
+
+    return release_in("jax", ">=0.4.36")

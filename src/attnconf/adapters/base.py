@@ -39,6 +39,7 @@ class Capabilities:
         causal_with_mask: takes a causal flag and a mask together.
         returns_weights: returns the attention weights `(B, H, T, S)`.
         gqa: takes fewer key/value heads than query heads.
+        mqa: with `gqa`, also takes a single key/value head for all query heads (H_kv = 1).
         kdim_vdim: takes key and value widths that differ from the query width (layer).
         value_dim: takes a value head width D_v different from D_k.
         head_dim: takes a key head width D_k other than E_q / H (layer; torch ties them).
@@ -48,6 +49,10 @@ class Capabilities:
         weight_round_trip: implements `round_trip_weights` (layer).
         gradients: implements `multi_head_attention_vjp` / `dot_product_attention_vjp`.
         notes: free text shown by `attnconf list`.
+        limits: ``(what, why)`` pairs for what the framework cannot do at all, each a dtype left
+            out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
+            the chapters skip it with `why`, `attnconf list` shows it, and the audit still runs
+            its scenarios there, to measure what happens.
     """
 
     level: Level = "layer"
@@ -58,6 +63,7 @@ class Capabilities:
     causal_with_mask: bool = True
     returns_weights: bool = True
     gqa: bool = False
+    mqa: bool = True
     kdim_vdim: bool = False
     value_dim: bool = False
     head_dim: bool = True
@@ -67,6 +73,7 @@ class Capabilities:
     weight_round_trip: bool = False
     gradients: bool = False
     notes: str = ""
+    limits: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in ("layer", "kernel"):
@@ -79,10 +86,25 @@ class Capabilities:
                 "causal_alignment", "'top_left' or 'bottom_right' when causal=True",
                 repr(self.causal_alignment),
             )
+        for entry in self.limits:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and all(isinstance(x, str) and x for x in entry)):
+                raise invalid("limits", "(what, why) pairs of non-empty strings", repr(entry))
+            what = entry[0]
+            flag = getattr(self, what, None) if what in self.__dataclass_fields__ else None
+            if what in FLOAT_DTYPES:
+                if what in self.dtypes:
+                    raise invalid("limits", f"a dtype left out of dtypes ({what!r} is in dtypes)", repr(entry))
+            elif flag is not False:
+                raise invalid("limits", "a dtype left out of dtypes or a capability flag that is False", repr(entry))
+
+    def limit(self, what: str) -> str | None:
+        """Why the framework cannot do `what` (a dtype or a capability), or None if not declared."""
+        return next((why for name, why in self.limits if name == what), None)
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["dtypes"] = [t for t in FLOAT_DTYPES if t in self.dtypes]
+        d["limits"] = dict(self.limits)
         return d
 
 

@@ -30,10 +30,20 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _flax_common as fc
-from attnconf.adapters._jax_common import PROCESS_GROUP, JitCache, jax, jax_dtype, to_jax, to_numpy, tree_to_numpy
+from attnconf.adapters._jax_common import (
+    DPA_FLOAT16_LIMIT,
+    PROCESS_GROUP,
+    JitCache,
+    dpa_float16_fails,
+    jax,
+    jax_dtype,
+    to_jax,
+    to_numpy,
+    tree_to_numpy,
+)
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.adapters.support import AdapterBase
-from attnconf.reference._checks import invalid
+from attnconf.adapters.support import AdapterBase, release_in
+from attnconf.reference._checks import FLOAT_DTYPES, invalid
 from attnconf.reference.precision import round_to
 
 Array = np.ndarray[Any, Any]
@@ -70,8 +80,14 @@ def _capabilities(sow: bool) -> Capabilities:
     causal = TAKES["is_causal"]
     path = ("sow_weights=True: NNX's dot_product_attention_weights" if sow
             else "default call: fused jax.nn.dot_product_attention")
+    # The default call delegates to jax.nn.dot_product_attention from Flax 0.10.3 on (google/flax#4649;
+    # the tox matrix: 0.10.2 does not delegate), and so cannot run float16 under jit on the CPU.
+    limits = () if sow or not (release_in("flax", ">0.10.2") and dpa_float16_fails()) else (
+        ("float16", "the default call delegates to jax.nn.dot_product_attention (google/flax#4649): "
+         + DPA_FLOAT16_LIMIT[1]),)
     return Capabilities(
-        level="layer", causal=causal, causal_alignment="top_left" if causal else None, causal_with_mask=causal,
+        level="layer", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in limits}, limits=limits, causal=causal,
+        causal_alignment="top_left" if causal else None, causal_with_mask=causal,
         returns_weights=sow, gqa=TAKES["num_kv_heads"], kdim_vdim=False, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
         notes=f"{path}; one in_kv_features for key and value; one use_bias flag" + (f"; {_OLDER}" if _OLDER else ""),

@@ -22,10 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters._jax_common import PROCESS_GROUP, JitCache, jax, to_jax, to_numpy
+from attnconf.adapters._jax_common import (
+    DPA_FLOAT16_LIMIT,
+    PROCESS_GROUP,
+    JitCache,
+    dpa_float16_fails,
+    jax,
+    to_jax,
+    to_numpy,
+)
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase, release_in
-from attnconf.reference._checks import invalid
+from attnconf.reference._checks import FLOAT_DTYPES, invalid
 from attnconf.reference.precision import round_to
 
 Array = np.ndarray[Any, Any]
@@ -45,6 +53,8 @@ def _from_native(x: Any, dtype: str) -> Array:
 #: jax.nn.dot_product_attention takes fewer kv heads than query heads from jax 0.4.32 on
 #: (jax-ml/jax#22477; measured: 0.4.31 raises "query shape should be [B, -1, N_kv, H]").
 GQA = not release_in("jax", "<0.4.32")
+#: float16 raises under jit on the CPU (`_jax_common.DPA_FLOAT16_LIMIT`)
+LIMITS = (DPA_FLOAT16_LIMIT,) if dpa_float16_fails() else ()
 
 
 class JaxDPA(KernelAdapterBase):
@@ -57,8 +67,9 @@ class JaxDPA(KernelAdapterBase):
     modules = ("jax",)
     process_group = PROCESS_GROUP
     capabilities = Capabilities(
-        level="kernel", causal=True, causal_alignment="top_left", causal_with_mask=True,
-        returns_weights=False, gqa=GQA, kdim_vdim=True, value_dim=False, head_dim=True,
+        level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in LIMITS}, limits=LIMITS,
+        causal=True, causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=GQA,
+        kdim_vdim=True, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
         notes="value must have key's shape (D_v = D_k); projections by the reference"
         + ("" if GQA else "; this jax requires as many kv heads as query heads (GQA came in 0.4.32, jax-ml/jax#22477)"),

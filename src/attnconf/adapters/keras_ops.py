@@ -52,9 +52,18 @@ class KerasOps(KernelAdapterBase):
         # 3.10.0 raises "Expected dimension 4 at axis 2" in TensorFlow's einsum, 3.15.1 takes it);
         # JAX hands kv heads to jax.nn.dot_product_attention, which takes them
         gqa = backend == "jax" or not release_in("keras", "<3.15")
+        # One kv head (multi-query, documented: "MQA is performed if K==1") raises on TensorFlow: its
+        # kernel repeats kv heads only for K > 1 (keras-team/keras#23081) and leaves K == 1 to
+        # broadcasting, which tf.einsum("BTNH,BSNH->BNTS") does not do (measured with keras 3.15.1).
+        mqa = backend != "tensorflow"
+        limits = () if mqa or not gqa else (
+            ("mqa", "H_kv = 1 raises InvalidArgumentError \"Expected dimension 4 at axis 2 ... but got dimension 1\": "
+             "the TensorFlow kernel repeats kv heads only for K > 1 and tf.einsum does not broadcast K = 1 "
+             "(measured with keras 3.15.1; https://github.com/keras-team/keras/pull/23081)"),)
         cls.capabilities = Capabilities(
             level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=gqa,
-            kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True, custom_scale=True,
+            mqa=mqa or not gqa, limits=limits, kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True,
+            custom_scale=True,
             gradients=True, notes="layer = reference projections around the kernel"
             + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)")
             + ("" if gqa else "; this Keras repeats no kv heads on this backend (keras-team/keras#23081)"),

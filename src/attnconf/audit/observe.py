@@ -88,7 +88,8 @@ class Context:
             raise Unsupported(f"the adapter has no `{method}` (optional method, attnconf.adapters.base.OptionalMethods)")
 
     def require_dtype(self, dtype: str) -> None:
-        if dtype not in self.capabilities.dtypes:
+        # a dtype the framework cannot run (capabilities.limits) is still measured: what it does there
+        if dtype not in self.capabilities.dtypes and self.capabilities.limit(dtype) is None:
             raise Unsupported(f"the adapter does not run {dtype} (capabilities.dtypes)")
 
     def call(self, method: str, *args: Any) -> Any:

@@ -54,6 +54,8 @@ def main(args: argparse.Namespace) -> int:
         print(line)
         if r["available"]:
             print(f"{'':<{width}}    dtypes: {', '.join(caps.get('dtypes', []))}; {_flags(caps)}")
+            for what, why in (caps.get("limits") or {}).items():  # type: ignore[union-attr]
+                print(f"{'':<{width}}    cannot {what}: {why}")
             if args.capabilities:
                 for k, v in caps.items():
                     print(f"{'':<{width}}      {k} = {v}")

@@ -58,6 +58,9 @@ class Config:
             return "adapter cannot combine a causal flag and a mask (capabilities.causal_with_mask=False)"
         if d["H_kv"] != self.H and not caps.gqa:
             return "adapter takes no grouped-query heads (capabilities.gqa=False)"
+        if d["H_kv"] == 1 < self.H and not caps.mqa:
+            why = caps.limit("mqa")
+            return "adapter takes no single kv head (capabilities.mqa=False)" + (f": {why}" if why else "")
         if (d["E_k"] != self.E_q or d["E_v"] != self.E_q) and not caps.kdim_vdim:
             return "adapter takes no separate key/value widths (capabilities.kdim_vdim=False)"
         if self.H * self.D_k != self.E_q and not caps.head_dim:

@@ -83,7 +83,8 @@ def shapes(caps: Capabilities, *, square: bool = False, gqa: bool | None = None)
         gqa: True: only H_kv < H; False: only H_kv == H; None: H_kv < H too where `caps.gqa`.
     """
     found = [s for s in SHAPES if (not square or s.T == s.S) and (caps.head_dim or s.tied)
-             and ((s.H_kv < s.H) == gqa if gqa is not None else (s.H_kv == s.H or caps.gqa))]
+             and ((s.H_kv < s.H) == gqa if gqa is not None else (s.H_kv == s.H or caps.gqa))
+             and (s.H_kv > 1 or s.H == 1 or caps.mqa)]
     if not found:
         raise ValueError(f"no shape bucket fits square={square}, gqa={gqa} and {caps}")
     return st.sampled_from(found)
