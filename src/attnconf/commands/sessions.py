@@ -166,7 +166,9 @@ def summarize(tests: list[dict[str, Any]], versions: dict[str, str], entry: dict
             w["max_abs"] = max(w["max_abs"], m["max_abs"])
             if m.get("max_expected", math.inf) > m["atol"]:
                 w["max_rel"] = max(w["max_rel"], m.get("max_rel", 0.0))
-            if m["atol"] > 0:
+            if "ratio" in m:  # per-element tolerances: the worst error / bound over the elements
+                w["worst_ratio"] = max(w["worst_ratio"], m["ratio"])
+            elif m["atol"] > 0:
                 w["worst_ratio"] = max(w["worst_ratio"], m["max_abs"] / m["atol"])
     failures = [{"test": t["nodeid"].split("::")[-1], "message": t["message"][:1500]}
                 for t in tests if t["outcome"] == "failed"]
