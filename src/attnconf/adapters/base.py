@@ -47,6 +47,9 @@ class Capabilities:
         custom_scale: takes a logit scale other than 1/sqrt(D_k).
         weight_round_trip: implements `round_trip_weights` (layer).
         gradients: implements `multi_head_attention_vjp` / `dot_product_attention_vjp`.
+        fused: attends without holding the `(B, H, T, S)` scores (a flash-style kernel: memory
+            O((T + S) * D)); False (the default, the safe assumption): the scores are materialised,
+            and the long chapter estimates a case's memory as three `(B, H, T, S)` intermediates.
         notes: free text shown by `attnconf list`.
     """
 
@@ -66,6 +69,7 @@ class Capabilities:
     custom_scale: bool = False
     weight_round_trip: bool = False
     gradients: bool = False
+    fused: bool = False
     notes: str = ""
 
     def __post_init__(self) -> None:
