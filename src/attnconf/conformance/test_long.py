@@ -99,18 +99,25 @@ DENSE_COPIES = 3
 def footprint(adapter: Any, dtype: str, case: Long) -> tuple[int, str]:
     """(bytes, how they were counted): the memory `adapter` needs for `case` beyond what it holds.
 
-    Scores are counted in at least 4 bytes (float16 and bfloat16 softmaxes accumulate in float32).
+    Scores and masks are counted in at least 4 bytes (float16 and bfloat16 softmaxes accumulate in
+    float32). Masks are `(T, S)` arrays whatever the kernel: the padding mask the chapter hands over
+    per head, and a causal mask, which some adapters build (torch's `is_causal` needs it), each as
+    bool and as an additive float mask.
     """
     caps = adapter.capabilities
     item = max(4, compute_dtype(dtype).itemsize)
+    planes = (HEADS if case.padding else 0) + (1 if case.causal else 0)
+    masks = planes * case.T * case.S * (1 + item)
+    mask_how = f" + masks {planes} x T x S x (1 + {item}) bytes = {format_size(masks)}" if planes else ""
     if caps.fused:
         width = HEAD_DIM if caps.level == "kernel" else EMBED
         n = (2 * case.T + 2 * case.S) * HEADS * width * item * 2  # q, k, v, output and a working copy
-        return n, f"fused (O(N) memory): (2T + 2S) x H x {width} x {item} bytes x 2 = {format_size(n)}"
+        return n + masks, (f"fused (O(N) memory): (2T + 2S) x H x {width} x {item} bytes x 2 = {format_size(n)}"
+                           f"{mask_how}")
     copies = DENSE_COPIES + (1 if caps.level == "layer" and caps.returns_weights else 0)
     n = score_bytes(1, HEADS, case.T, case.S, item, copies)
-    return n, (f"dense (capabilities.fused=False): B x H x T x S x bytes x intermediates = 1 x {HEADS} x {case.T} x "
-               f"{case.S} x {item} x {copies} = {format_size(n)}")
+    return n + masks, (f"dense (capabilities.fused=False): B x H x T x S x bytes x intermediates = 1 x {HEADS} x "
+                       f"{case.T} x {case.S} x {item} x {copies} = {format_size(n)}{mask_how}")
 
 
 def resident(adapter: Any) -> int:
@@ -164,6 +171,8 @@ def _layer_inputs(name: str, case: Long) -> tuple[AttentionInputs, AttentionWeig
         kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM),
         rng.standard_normal((HEADS, HEAD_DIM, EMBED)) / np.sqrt(HEADS * HEAD_DIM),
         query_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5, output_bias=rng.standard_normal(EMBED) * 0.5,
+        # all four biases: the layers with one bias switch (Keras, tf-keras, Flax) take no other set
+        key_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5, value_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5,
     )
     return inputs, weights
 
