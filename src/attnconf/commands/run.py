@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 0 when the only problems are conformance failures (for version matrices)")
     parser.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
                         help="resident memory one session may hold, e.g. 8GiB (default: half the memory available "
-                             "at the start, shared among the --jobs sessions); long cases estimated past it are "
+                             "at the start); long cases estimated past it are "
                              "skipped, a session past it is stopped")
     parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, split like a shell line, e.g. \"-k 'agreement and float32'\"")
 
@@ -119,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"Received an invalid value for argument `--jobs`, expected a positive integer. Received: jobs={args.jobs}")
     handles, skipped, broken = select_for_run(args.adapter)
     if getattr(args, "memory_budget", None) is None:
-        args.memory_budget = default_budget() // args.jobs
+        args.memory_budget = default_budget()
     out = Path(args.output).resolve()  # the pytest workers run in another directory
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
