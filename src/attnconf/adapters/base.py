@@ -48,6 +48,9 @@ class Capabilities:
         custom_scale: takes a logit scale other than 1/sqrt(D_k).
         weight_round_trip: implements `round_trip_weights` (layer).
         gradients: implements `multi_head_attention_vjp` / `dot_product_attention_vjp`.
+        fused: attends without holding the `(B, H, T, S)` scores (a flash-style kernel: memory
+            O((T + S) * D)); False (the default, the safe assumption): the scores are materialised,
+            and the long chapter estimates a case's memory as three `(B, H, T, S)` intermediates.
         notes: free text shown by `attnconf list`.
         limits: ``(what, why)`` pairs for what the framework cannot do at all, each a dtype left
             out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
@@ -72,6 +75,7 @@ class Capabilities:
     custom_scale: bool = False
     weight_round_trip: bool = False
     gradients: bool = False
+    fused: bool = False
     notes: str = ""
     limits: tuple[tuple[str, str], ...] = ()
 

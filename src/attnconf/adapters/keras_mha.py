@@ -55,7 +55,8 @@ def _capabilities(backend: str, scores: bool) -> Capabilities:
     return Capabilities(
         level="layer", causal_alignment="top_left", returns_weights=scores, gqa=False, kdim_vdim=kdim_vdim,
         value_dim=value_dim, output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, notes=f"{path}; no kv heads, no scale argument; biases all or none"
+        gradients=True, fused=not scores and backend == "torch",  # the fused path calls torch's SDPA
+        notes=f"{path}; no kv heads, no scale argument; biases all or none"
         + ("" if value_dim else f"; {JAX_VALUE_DIM}")
         + ("" if kdim_vdim else "; this Keras requires E_q = E_v (keras-team/keras#20340 lifted it)"),
     )

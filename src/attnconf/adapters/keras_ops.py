@@ -63,8 +63,8 @@ class KerasOps(KernelAdapterBase):
         cls.capabilities = Capabilities(
             level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=gqa,
             mqa=mqa or not gqa, limits=limits, kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True,
-            custom_scale=True,
-            gradients=True, notes="layer = reference projections around the kernel"
+            custom_scale=True, gradients=True, fused=backend == "torch",  # torch's scaled_dot_product_attention
+            notes="layer = reference projections around the kernel"
             + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)")
             + ("" if gqa else "; this Keras repeats no kv heads on this backend (keras-team/keras#23081)"),
         )

@@ -11,8 +11,10 @@ has no kv heads (H_kv = H). Feature `h * D + d` of a projection is head `h`, com
     out_proj.weight (E, E)  = output_kernel (H, D, E).reshape(E, E).T
     out_proj.bias   (E,)    = output_bias
 
-torch has one bias switch (`bias=True` makes in_proj_bias and out_proj.bias), so biases are
-all present or all absent. Masks: the canonical `(B, T, S)` boolean mask (True = may attend)
+torch has one bias switch (`bias=True` makes in_proj_bias and out_proj.bias): weights with some
+of the four biases get the layer with biases and zeros in place of the absent ones (an absent
+bias is a zero bias); `from_native` then returns those zeros, which `round_trip_weights` and
+`multi_head_attention_vjp` leave out again, so they answer for the biases they were given. Masks: the canonical `(B, T, S)` boolean mask (True = may attend)
 becomes `attn_mask` `(B * H, T, S)` with True = not allowed, row `b * H + h`. Causal: torch's
 `is_causal` is only a hint that `attn_mask` is the causal mask and requires it, so it is
 passed with `attn_mask` = the top-left causal mask `(T, S)` that the hint denotes (the one
@@ -48,19 +50,28 @@ def to_native(w: AttentionWeights) -> dict[str, Array]:
         if got != want:
             raise invalid(name, f"{expected} for torch.nn.MultiheadAttention", got)
     present = [getattr(w, b) is not None for b in _BIASES]
-    if any(present) and not all(present):
-        raise invalid("weights", "all four biases or none (torch's single `bias` switch)",
-                      [b for b, p in zip(_BIASES, present, strict=True) if p])
     proj = {n[0]: getattr(w, f"{n}_kernel").reshape(-1, E).T for n in ("query", "key", "value")}
     out: dict[str, Array] = {"out_proj.weight": w.output_kernel.reshape(E, E).T}
     if w.key_dim == E and w.value_dim == E:
         out["in_proj_weight"] = np.concatenate([proj["q"], proj["k"], proj["v"]])
     else:
         out.update({f"{n}_proj_weight": proj[n] for n in ("q", "k", "v")})
-    if all(present):
-        out["in_proj_bias"] = np.concatenate([getattr(w, b).reshape(E) for b in _BIASES[:3]])
-        out["out_proj.bias"] = w.output_bias  # type: ignore[assignment]
+    if any(present):
+        q = w.query_kernel
+        out["in_proj_bias"] = np.concatenate([_bias(w, b, E, q.dtype) for b in _BIASES[:3]])
+        out["out_proj.bias"] = _bias(w, "output_bias", E, q.dtype)
     return out
+
+
+def _bias(w: AttentionWeights, name: str, E: int, dtype: Any) -> Array:
+    """Bias `name` as `(E,)`; zeros where `w` has none."""
+    b = getattr(w, name)
+    return np.zeros(E, dtype) if b is None else np.asarray(b).reshape(E)
+
+
+def _given(w: AttentionWeights, arrays: dict[str, Array]) -> dict[str, Array]:
+    """`arrays` less the biases that `w` does not have (the zeros `to_native` put in their place)."""
+    return {n: a for n, a in arrays.items() if n not in _BIASES or getattr(w, n) is not None}
 
 
 def from_native(p: dict[str, Array], num_heads: int) -> AttentionWeights:
@@ -114,7 +125,7 @@ class TorchMHA(AdapterBase):
     capabilities = Capabilities(
         level="layer", causal_alignment="top_left", returns_weights=True, gqa=False, kdim_vdim=True,
         value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, notes="E_q = H * D_k; biases all or none; causal with a key padding mask only",
+        gradients=True, notes="E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
     )
     need_weights: ClassVar[bool] = True
 
@@ -176,7 +187,8 @@ class TorchMHA(AdapterBase):
     def round_trip_weights(self, weights: AttentionWeights, dtype: str) -> AttentionWeights:
         layer = self._layer(weights, dtype)
         names = to_native(weights)
-        return from_native({n: _torch.to_numpy(layer.get_parameter(n), dtype) for n in names}, weights.num_heads)
+        back = from_native({n: _torch.to_numpy(layer.get_parameter(n), dtype) for n in names}, weights.num_heads)
+        return AttentionWeights(**_given(weights, back.arrays()))
 
     def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                                  cotangent: Array) -> dict[str, Array]:
@@ -188,7 +200,7 @@ class TorchMHA(AdapterBase):
         params = [layer.get_parameter(n) for n in names]
         grads = t.autograd.grad(out, [q, k, v, *params], _torch.tensor(cotangent, dtype))
         native = {n: _torch.to_numpy(g, dtype) for n, g in zip(names, grads[3:], strict=True)}
-        canonical = from_native(native, weights.num_heads).arrays()
+        canonical = _given(weights, from_native(native, weights.num_heads).arrays())
         return {"query": _torch.to_numpy(grads[0], dtype), "key": _torch.to_numpy(grads[1], dtype),
                 "value": _torch.to_numpy(grads[2], dtype), **canonical}
 
@@ -218,8 +230,8 @@ class TorchMHAFast(TorchMHA):
     capabilities = Capabilities(
         level="layer", causal_alignment="top_left", returns_weights=False, gqa=False, kdim_vdim=True,
         value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, notes="fused kernel for self-attention with biases and an even H; "
-        "E_q = H * D_k; biases all or none; causal with a key padding mask only",
+        gradients=True, fused=True, notes="fused kernel for self-attention with biases and an even H; "
+        "E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
     )
     need_weights = False
 

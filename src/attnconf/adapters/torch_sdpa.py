@@ -57,7 +57,8 @@ class TorchSDPA(KernelAdapterBase):
     capabilities = Capabilities(
         level="kernel", causal_alignment="top_left", causal_with_mask=False, returns_weights=False,
         gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, bias_free=True, custom_scale=True,
-        gradients=True, notes="layer = reference projections around the kernel; is_causal with attn_mask is documented as an error",
+        gradients=True, fused=True,
+        notes="layer = reference projections around the kernel; is_causal with attn_mask is documented as an error",
     )
 
     def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,

@@ -6,6 +6,14 @@ adapters that declare a `process_group` run in a worker process per group. The p
 imports no framework) and forwards calls over a pipe. A worker that crashes or hangs raises
 `WorkerError` for that call only; the next call starts a fresh worker.
 
+Memory: a worker may be given a ceiling (`memory_limit`, bytes of resident memory). While a call
+runs, the parent polls the worker's resident high-water mark (``VmHWM``, which sees a spike
+between two polls) every `MEMORY_POLL` seconds and kills the worker once it passes the ceiling;
+the call raises `WorkerError` "exceeded the memory budget of N GiB". Not an address-space limit
+(``RLIMIT_AS``): TensorFlow reserves virtual ranges far beyond what it touches, and under a
+limit of 1-2 GiB its import fails or aborts (``std::bad_alloc``) at 0.8 GB resident.
+`Worker.peak` is the largest resident memory seen in the worker's processes.
+
 Frames are length-prefixed pickles exchanged only between this package's own two processes.
 """
 
@@ -22,8 +30,12 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
+from attnconf.bench.memory import format_size, peak_rss_bytes, rss_bytes
+
 _HEADER = struct.Struct("!Q")
 DEFAULT_TIMEOUT = 300.0
+#: Seconds between two reads of a busy worker's resident memory.
+MEMORY_POLL = 0.05
 
 
 class WorkerError(RuntimeError):
@@ -67,14 +79,38 @@ def _read(fd: int, deadline: float | None = None) -> Any:
 
 
 class Worker:
-    """One worker process with environment `env`."""
+    """One worker process with environment `env`; killed past `memory_limit` bytes resident (None: no limit)."""
 
-    def __init__(self, env: dict[str, str], timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, env: dict[str, str], timeout: float = DEFAULT_TIMEOUT, memory_limit: int | None = None):
         self.env = dict(env)
         self.timeout = timeout
+        self.memory_limit = memory_limit
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()
         self.loaded: set[str] = set()
+        self.peak = 0  # bytes: the largest resident memory seen in this worker's processes
+
+    def resident(self) -> int:
+        """Resident memory of the running worker process now (bytes; 0 if none runs)."""
+        return rss_bytes(self.proc.pid) if self.proc is not None and self.proc.poll() is None else 0
+
+    def _await_reply(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        """Wait until the reply starts; kill the worker past its deadline or its memory ceiling."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            ready = select.select([fd], [], [], min(left, MEMORY_POLL))[0]
+            peak = peak_rss_bytes(proc.pid)
+            self.peak = max(self.peak, peak)
+            if self.memory_limit is not None and peak > self.memory_limit:
+                self.close()
+                raise WorkerError(f"worker exceeded the memory budget of {format_size(self.memory_limit)} "
+                                  f"(resident {format_size(peak)}; killed)")
+            if ready:
+                return
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
@@ -96,7 +132,9 @@ class Worker:
         assert proc.stdin is not None and proc.stdout is not None
         try:
             _write(proc.stdin, request)
-            reply = _read(proc.stdout.fileno(), time.monotonic() + self.timeout)
+            deadline = time.monotonic() + self.timeout
+            self._await_reply(proc, deadline)
+            reply = _read(proc.stdout.fileno(), deadline)
         except TimeoutError:
             self.close()
             raise WorkerError(f"worker timed out after {self.timeout:.0f} s (killed)") from None
@@ -126,15 +164,23 @@ class Worker:
 class WorkerPool:
     """Workers keyed by (process group, environment)."""
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT, memory_limit: int | None = None):
         self.timeout = timeout
+        self.memory_limit = memory_limit
         self.workers: dict[tuple[str, tuple[tuple[str, str], ...]], Worker] = {}
 
     def worker(self, group: str, env: dict[str, str]) -> Worker:
         key = (group, tuple(sorted(env.items())))
         if key not in self.workers:
-            self.workers[key] = Worker(env, self.timeout)
+            self.workers[key] = Worker(env, self.timeout, self.memory_limit)
         return self.workers[key]
+
+    def peaks(self) -> dict[str, int]:
+        """The largest resident memory seen per process group (bytes)."""
+        out: dict[str, int] = {}
+        for (group, _), w in self.workers.items():
+            out[group] = max(out.get(group, 0), w.peak)
+        return out
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -159,6 +205,10 @@ class RemoteAdapter:
 
     def versions(self) -> dict[str, str]:
         return dict(self._worker.call(self.spec, "versions"))
+
+    def resident_bytes(self) -> int:
+        """Resident memory of this adapter's worker process now (0 before it starts)."""
+        return self._worker.resident()
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_") or not callable(getattr(self.cls, method, None)):

@@ -35,6 +35,48 @@ def rss_bytes(pid: int | str = "self") -> int:
     return (kib or 0) * 1024
 
 
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """Peak resident memory of a process since it started or since `reset_peak` (``VmHWM``; 0 if unknown)."""
+    kib = _status_kib("VmHWM", pid)
+    return (kib or 0) * 1024
+
+
+def reset_peak(pid: int | str = "self") -> bool:
+    """Reset a process's ``VmHWM`` to its resident memory now (Linux, own processes); False if not possible."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": MIB, "mb": MIB, "mib": MIB,
+          "g": GIB, "gb": GIB, "gib": GIB, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as ``8GiB``, ``512MiB``, ``1.5G`` or ``1000000`` (binary units: G = GiB)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _UNITS or float(m.group(1)) <= 0:
+        raise ValueError(f"a memory size: expected a positive number with an optional unit (e.g. 8GiB, 512MiB), "
+                         f"received {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def format_size(n: int) -> str:
+    """``1.5 GiB`` or ``300 MiB``."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / MIB:.0f} MiB"
+
+
+def default_budget() -> int:
+    """Half of the memory the machine can give now (`available_bytes`): the suite's default memory budget."""
+    return available_bytes() // 2
+
+
 def available_bytes() -> int:
     """Memory the machine can still give (`MemAvailable`), less `RESERVE`."""
     try:

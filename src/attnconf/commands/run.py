@@ -23,6 +23,7 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
+from attnconf.bench.memory import MIB, default_budget, format_size, parse_size
 from attnconf.commands import sessions
 from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from attnconf.reference._checks import FLOAT_DTYPES
@@ -39,7 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="sessions (process groups) run in parallel (default: 2)")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 when the only problems are conformance failures (for version matrices)")
+    parser.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                        help="resident memory one session may hold, e.g. 8GiB (default: half the memory available "
+                             "at the start); long cases estimated past it are "
+                             "skipped, a session past it is stopped")
     parser.add_argument("--pytest-args", default="", help="extra arguments for pytest, split like a shell line, e.g. \"-k 'agreement and float32'\"")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def write_summary(summary: dict[str, Any], stage: Path) -> None:
@@ -53,15 +65,20 @@ def write_summary(summary: dict[str, Any], stage: Path) -> None:
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["# attnconf run", "", f"Python {summary['environment']['python']}, {summary['environment']['platform']}", "",
-             "| adapter | status | passed | failed | xfailed | skipped | worst error / tolerance (passed and failed tests) | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| adapter | status | passed | failed | xfailed | skipped | worst error / tolerance (passed and failed tests) "
+             "| seconds | peak resident MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for a in summary["adapters"]:
         c = a.get("counts", {})
         ratio = max((w["worst_ratio"] for w in a.get("errors_by_dtype", {}).values()), default=0.0)
         lines.append(f"| `{a['name']}` | {a['status']} | {c.get('passed', 0)} | {c.get('failed', 0)} | "
-                     f"{c.get('xfailed', 0)} | {c.get('skipped', 0)} | {ratio:.3g} | {a.get('seconds', '')} |")
+                     f"{c.get('xfailed', 0)} | {c.get('skipped', 0)} | {ratio:.3g} | {a.get('seconds', '')} | "
+                     f"{_mib(a)} |")
     for a in summary["skipped"]:
-        lines.append(f"| `{a['name']}` | skipped: {a['reason']} | | | | | | |")
+        lines.append(f"| `{a['name']}` | skipped: {a['reason']} | | | | | | | |")
+    if summary.get("memory_budget_bytes"):
+        lines += ["", f"Memory budget per session: {format_size(summary['memory_budget_bytes'])}; peak resident "
+                  "memory is the session process's while the adapter ran."]
     for a in summary["adapters"]:
         if a.get("reason"):
             lines += ["", f"**{a['name']}** {a['status']}: {a['reason']}"]
@@ -70,6 +87,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("audit"):
         lines += ["", "Audit: see [audit.md](audit.md) and [audit.html](audit.html)."]
     return "\n".join(lines) + "\n"
+
+
+def _mib(entry: dict[str, Any]) -> str:
+    """The entry's peak resident memory in MiB ('' if not measured)."""
+    peak = entry.get("peak_rss_bytes")
+    return f"{peak / MIB:.0f}" if peak else ""
 
 
 def select_for_run(specs: list[str] | None) -> tuple[list[registry.AdapterHandle], list[registry.AdapterHandle], list[dict[str, Any]]]:
@@ -99,6 +122,8 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError(f"Received an invalid value for argument `--jobs`, expected a positive integer. Received: jobs={args.jobs}")
     handles, skipped, broken = select_for_run(args.adapter)
+    if getattr(args, "memory_budget", None) is None:
+        args.memory_budget = default_budget()
     out = Path(args.output).resolve()  # the pytest workers run in another directory
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
@@ -108,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
     done: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
-        print(f"attnconf run: {len(handles)} adapters, {len(skipped)} skipped; report in {out}/", file=sys.stderr)
+        print(f"attnconf run: {len(handles)} adapters, {len(skipped)} skipped; memory budget "
+              f"{format_size(args.memory_budget)} per session; report in {out}/", file=sys.stderr)
         for h in skipped:
             print(f"  skip  {h.name}: {h.missing}", file=sys.stderr)
         for b in broken:
@@ -121,8 +147,9 @@ def main(args: argparse.Namespace) -> int:
                 done.append(r)
                 c = r.get("counts", {})
                 detail = r.get("reason") or ", ".join(f"{v} {k}" for k, v in sorted(c.items()))
+                peak = f"; peak {_mib(r)} MiB" if r.get("peak_rss_bytes") else ""
                 print(f"  [{len(done) - len(broken)}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} "
-                      f"({r['seconds']:.1f} s; at {_clock(started)})", file=sys.stderr)
+                      f"({r['seconds']:.1f} s{peak}; at {_clock(started)})", file=sys.stderr)
 
         sessions.stopping.clear()  # a previous run in this process may have stopped them
         pool = ThreadPoolExecutor(max_workers=args.jobs)
@@ -140,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"attnconf run: audit (at {_clock(started)})", file=sys.stderr)
             audit_info = _audit(handles, skipped, stage)
         summary = {"schema": SUMMARY_SCHEMA, "environment": _environment(), "adapters": done,
-                   "skipped": [{"name": h.name, "reason": h.missing} for h in skipped], "audit": audit_info}
+                   "skipped": [{"name": h.name, "reason": h.missing} for h in skipped], "audit": audit_info,
+                   "memory_budget_bytes": int(args.memory_budget)}
         write_summary(summary, stage)
         shutil.rmtree(stage / "sessions", ignore_errors=True)  # each adapter's share is in results/
         _publish(stage, out)
@@ -202,7 +230,9 @@ def screen_summary(summary: dict[str, Any], out: Path) -> str:
     for a in summary["adapters"]:
         c = a.get("counts", {})
         counts = f"{c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('xfailed', 0)} xfailed, {c.get('skipped', 0)} skipped"
-        lines.append(f"{a['status']:<8} {a['name']:<52} {counts if 'counts' in a else a.get('reason', '')[:60]}")
+        peak = f"  peak {_mib(a)} MiB" if a.get("peak_rss_bytes") else ""
+        what = counts if "counts" in a and a["status"] != "crashed" else a.get("reason", "")[:60]
+        lines.append(f"{a['status']:<8} {a['name']:<52} {what}{peak}")
     for s in summary["skipped"]:
         lines.append(f"{'skipped':<8} {s['name']:<52} {s['reason'][:60]}")
     lines.append("-" * 72)

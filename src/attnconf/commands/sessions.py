@@ -15,6 +15,13 @@ adapter and reports each adapter's start and each test's result as it goes
 
 A session that dies before any adapter has started (an import that aborts, say) names no culprit;
 its adapters then run one session each, which does.
+
+Memory: each poll also reads the session's resident high-water mark (``VmHWM``), which is reset
+when an adapter starts (``/proc/PID/clear_refs``), so each adapter's entry carries the peak
+resident memory of the process while it ran (``peak_rss_bytes``; the poll that notices the next
+adapter's start still counts for the previous one, at most `POLL` seconds of it). A session
+past ``args.memory_budget`` bytes is killed like one that runs past its timeout: the adapter
+running then is reported with "exceeded the memory budget of N GiB", the others keep their results.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from attnconf.adapters import registry
+from attnconf.bench.memory import format_size, peak_rss_bytes, reset_peak
 
 #: How often a running session's progress is read (seconds).
 POLL = 0.2
@@ -212,18 +220,39 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         cmd += ["--dtype", d]
     if not args.no_audit:
         cmd.append(f"--attnconf-audit={stage / 'sessions' / f'{tag}.audit.pkl'}")
+    budget = getattr(args, "memory_budget", None)
+    if budget:
+        cmd.append(f"--attnconf-memory-budget={int(budget)}")
     cmd += shlex.split(args.pytest_args)
     env = {**os.environ, **dict(getattr(handles[0].obj, "environment", {}) or {})}
     wall_start, start = time.time(), time.monotonic()
     timed_out: str | None = None
+    over_budget: tuple[str, int] | None = None  # (adapter, resident bytes) when the session passed the budget
+    peaks: dict[str, int] = {}  # adapter -> peak resident bytes while it ran ("" before the first one)
     by_name = {h.name: h for h in handles}
     reported: set[str] = set()  # adapters reported while the session runs
 
     def entry(h: registry.AdapterHandle) -> dict[str, Any]:
         seconds = progress.seconds(h.name, wall_start) if h.name in progress.started else time.monotonic() - start
-        return {"name": h.name, "spec": h.spec, "seconds": round(seconds, 2), "log": f"logs/{log.name}",
-                "framework": getattr(h.obj, "framework", ""), "api": getattr(h.obj, "api", ""),
-                "session": [x.name for x in handles]}
+        e = {"name": h.name, "spec": h.spec, "seconds": round(seconds, 2), "log": f"logs/{log.name}",
+             "framework": getattr(h.obj, "framework", ""), "api": getattr(h.obj, "api", ""),
+             "session": [x.name for x in handles]}
+        peak = max(peaks.get(h.name, 0), peaks.get("", 0) if progress.started[:1] == [h.name] else 0)
+        if peak:
+            e["peak_rss_bytes"] = peak
+        return e
+
+    def watch_memory(pid: int, current: str) -> int:
+        """Record the session's peak for the adapter running now; reset it when a new one started."""
+        if current != watched[0]:
+            peaks[watched[0]] = max(peaks.get(watched[0], 0), peak_rss_bytes(pid))
+            reset_peak(pid)
+            watched[0] = current
+        peak = peak_rss_bytes(pid)
+        peaks[current] = max(peaks.get(current, 0), peak)
+        return peak
+
+    watched = [""]
 
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir(),
@@ -239,10 +268,17 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
                 except subprocess.TimeoutExpired:
                     pass
                 progress.read()
+                resident = watch_memory(proc.pid, progress.current or "")
                 for name in progress.started[:-1]:  # complete: the next one has started
                     if name not in reported:
                         reported.add(name)
                         report(_from_progress(by_name[name], progress, entry(by_name[name])))
+                if budget and resident > budget:
+                    over_budget = (progress.current or "(start-up)", resident)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    code = None
+                    break
                 if time.monotonic() - (progress.seen_at or start) > args.timeout:  # the current adapter's, or start-up's
                     timed_out = progress.current or "(start-up)"
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -252,7 +288,7 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
         finally:
             children.discard(proc)
     progress.read()
-    if results.exists():  # complete, even if the session died afterwards (in its audit: taken elsewhere)
+    if results.exists() and over_budget is None:  # complete, even if the session died afterwards (in its audit: taken elsewhere)
         data = json.loads(results.read_text())
         for h in handles:
             if h.name in reported:
@@ -267,7 +303,8 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
             report(e)
         return []
     # crashed or timed out: the adapters before the culprit are complete
-    culprit = progress.current if timed_out is None else (timed_out if timed_out in by_name else None)
+    stopped_at = timed_out if over_budget is None else over_budget[0]
+    culprit = progress.current if stopped_at is None else (stopped_at if stopped_at in by_name else None)
     if culprit is None and len(handles) > 1:
         return handles  # no adapter had started: nothing to attribute
     culprit = culprit or handles[0].name
@@ -276,14 +313,21 @@ def _session(handles: list[registry.AdapterHandle], args: Any, stage: Path,
             break
         if name not in reported:
             report(_from_progress(by_name[name], progress, entry(by_name[name])))
-    if timed_out is not None:
+    if over_budget is not None:
+        reason = (f"exceeded the memory budget of {format_size(int(budget))} (the session held "
+                  f"{format_size(over_budget[1])}; killed); see logs/{log.name}")
+    elif timed_out is not None:
         reason = f"timed out after {args.timeout:.0f} s (killed)"
     elif code is not None and code < 0:
         reason = f"killed by signal {signal.Signals(-code).name}; see logs/{log.name}"
     else:
         tail = log.read_text(errors="replace")[-800:]
         reason = f"pytest exited with code {code} before writing results: {tail}"
-    report({**entry(by_name[culprit]), "status": "crashed", "reason": reason})
+    crashed = {**entry(by_name[culprit]), "status": "crashed", "reason": reason}
+    if over_budget is not None and progress.tests.get(culprit):  # what it completed before it was stopped
+        done_so_far = summarize(progress.tests[culprit], progress.versions.get(culprit, {}), {})
+        crashed.update(counts=done_so_far["counts"], failures=done_so_far["failures"])
+    report(crashed)
     done = set(progress.started[: progress.started.index(culprit) + 1] if culprit in progress.started else [culprit])
     return [h for h in handles if h.name not in done]
 

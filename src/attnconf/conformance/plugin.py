@@ -3,7 +3,7 @@
 Options: ``--adapter NAME|module:attr`` (repeatable; default every installed adapter),
 ``--dtype`` (repeatable; default all four), ``--attnconf-isolation auto|none``,
 ``--attnconf-timeout SECONDS``, ``--attnconf-json PATH``, ``--attnconf-progress PATH``,
-``--attnconf-audit PATH``.
+``--attnconf-audit PATH``, ``--attnconf-memory-budget SIZE``.
 
 Tests in `attnconf.conformance` (or marked ``@pytest.mark.attnconf``) that request the
 `adapter` fixture are parametrised over the selected adapters, and over dtypes if they
@@ -13,6 +13,7 @@ inert, so installing attnconf never changes another project's test run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import time
@@ -54,7 +55,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also check agreement on these canonical weights (.npz or .safetensors)")
     group.addoption("--attnconf-long", action="store_true", default=False,
                     help="run the long-sequence chapter (test_long, up to N=16384) outside the thorough profile")
+    group.addoption("--attnconf-memory-budget", default=None, metavar="SIZE", type=_memory_size,
+                    help="resident memory a case may need and a worker process may hold, e.g. 8GiB (default: "
+                         "half the memory available when the session starts); cases estimated past it are "
+                         "skipped, workers past it are stopped")
     parser.addini("attnconf_adapters", "default adapter selection", type="linelist", default=[])
+
+
+def _memory_size(text: str) -> int:
+    from attnconf.bench.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+_BUDGET = pytest.StashKey[int]()
+
+
+def memory_budget(config: pytest.Config) -> int:
+    """Bytes: ``--attnconf-memory-budget``, else half the memory available when first asked (once per session)."""
+    if _BUDGET not in config.stash:
+        from attnconf.bench.memory import default_budget
+
+        config.stash[_BUDGET] = config.getoption("attnconf_memory_budget", None) or default_budget()
+    return config.stash[_BUDGET]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,7 +104,7 @@ def state(config: pytest.Config) -> dict[str, Any]:
         handles, skipped = registry.select(specs)
     except registry.AdapterError as err:
         raise pytest.UsageError(str(err)) from None
-    pool = WorkerPool(timeout=config.getoption("attnconf_timeout"))
+    pool = WorkerPool(timeout=config.getoption("attnconf_timeout"), memory_limit=memory_budget(config))
     isolate = config.getoption("attnconf_isolation") == "auto"
     adapters = []
     for h in handles:

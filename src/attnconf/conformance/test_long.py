@@ -13,8 +13,14 @@ wraps at some block boundary, shows.
 Kernel-level adapters are called through `dot_product_attention` on `(1, H, T, 64)` arrays;
 layer-level adapters through `multi_head_attention` (E = 128, H = 2, D = 64). Only the output is
 compared: a layer that returns `(B, H, T, S)` weights is skipped where they would not fit in
-`WEIGHTS_LIMIT`, and any case is skipped, with the reason, where a kernel that materialises the
-scores would not fit in the memory available now.
+`WEIGHTS_LIMIT`.
+
+Memory is known before a case runs (`footprint`): an adapter that is not `fused` (capabilities)
+holds the `(B, H, T, S)` scores, three of them (logits, exponentials, weights) and one more for
+weights it returns; a fused one holds O((T + S) * D). A case whose estimate, added to what the
+adapter's process holds already, passes the memory budget (``--attnconf-memory-budget``; default
+half the memory available when the session starts) is skipped with the numbers. A worker process
+that passes the budget all the same is stopped, and that test fails (`attnconf.adapters.worker`).
 
 The chapter is slow (seconds per case): it runs in the ``thorough`` Hypothesis profile
 (``--hypothesis-profile thorough``) or with ``--attnconf-long``, and is skipped otherwise.
@@ -29,8 +35,9 @@ import numpy as np
 import pytest
 
 from attnconf.adapters.base import AttentionInputs, AttentionWeights
-from attnconf.bench.memory import GIB, available_bytes, score_bytes
-from attnconf.conformance import memo, profiles
+from attnconf.adapters.worker import RemoteAdapter
+from attnconf.bench.memory import GIB, format_size, rss_bytes, score_bytes
+from attnconf.conformance import memo, plugin, profiles
 from attnconf.conformance.cases import seed_for
 from attnconf.conformance.check import as_float64, weights_float64
 from attnconf.reference import chunked_attention, chunked_multi_head_attention, round_to
@@ -79,7 +86,46 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("name", [pytest.param("", marks=pytest.mark.skip(reason=DISABLED))], ids=["long"])
 
 
-def _require(adapter: Any, dtype: str, case: Long) -> None:
+@pytest.fixture
+def budget(request: pytest.FixtureRequest) -> int:
+    """The session's memory budget in bytes (``--attnconf-memory-budget``)."""
+    return plugin.memory_budget(request.config)
+
+
+#: The `(B, H, T, S)` intermediates of an implementation that materialises the scores.
+DENSE_COPIES = 3
+
+
+def footprint(adapter: Any, dtype: str, case: Long) -> tuple[int, str]:
+    """(bytes, how they were counted): the memory `adapter` needs for `case` beyond what it holds.
+
+    Scores and masks are counted in at least 4 bytes (float16 and bfloat16 softmaxes accumulate in
+    float32). Masks are `(T, S)` arrays whatever the kernel: the padding mask the chapter hands over
+    per head, and a causal mask, which some adapters build (torch's `is_causal` needs it), each as
+    bool and as an additive float mask.
+    """
+    caps = adapter.capabilities
+    item = max(4, compute_dtype(dtype).itemsize)
+    planes = (HEADS if case.padding else 0) + (1 if case.causal else 0)
+    masks = planes * case.T * case.S * (1 + item)
+    mask_how = f" + masks {planes} x T x S x (1 + {item}) bytes = {format_size(masks)}" if planes else ""
+    if caps.fused:
+        width = HEAD_DIM if caps.level == "kernel" else EMBED
+        n = (2 * case.T + 2 * case.S) * HEADS * width * item * 2  # q, k, v, output and a working copy
+        return n + masks, (f"fused (O(N) memory): (2T + 2S) x H x {width} x {item} bytes x 2 = {format_size(n)}"
+                           f"{mask_how}")
+    copies = DENSE_COPIES + (1 if caps.level == "layer" and caps.returns_weights else 0)
+    n = score_bytes(1, HEADS, case.T, case.S, item, copies)
+    return n + masks, (f"dense (capabilities.fused=False): B x H x T x S x bytes x intermediates = 1 x {HEADS} x "
+                       f"{case.T} x {case.S} x {item} x {copies} = {format_size(n)}{mask_how}")
+
+
+def resident(adapter: Any) -> int:
+    """What the process that runs `adapter` holds now (its worker's, or this process's)."""
+    return adapter.resident_bytes() if isinstance(adapter, RemoteAdapter) else rss_bytes()
+
+
+def _require(adapter: Any, dtype: str, case: Long, budget: int) -> None:
     caps = adapter.capabilities
     if case.causal and not caps.causal:
         pytest.skip(f"{adapter.name} has no causal flag (capabilities.causal=False)")
@@ -87,11 +133,11 @@ def _require(adapter: Any, dtype: str, case: Long) -> None:
         pytest.skip(f"{adapter.name} takes no boolean mask (capabilities.boolean_mask=False)")
     if case.causal and case.padding and not caps.causal_with_mask:
         pytest.skip(f"{adapter.name} cannot combine causal and mask (capabilities.causal_with_mask=False)")
-    itemsize = compute_dtype(dtype).itemsize
-    need = score_bytes(1, HEADS, case.T, case.S, itemsize)
-    if need > available_bytes():
-        pytest.skip(f"a kernel that materialises the scores would need {need / GIB:.1f} GiB; "
-                    f"{available_bytes() / GIB:.1f} GiB are available now")
+    need, how = footprint(adapter, dtype, case)
+    held = resident(adapter)
+    if need + held > budget:
+        pytest.skip(f"{adapter.name} would need {format_size(need + held)}: {how}, + {format_size(held)} resident "
+                    f"now; over the memory budget of {format_size(budget)} (--attnconf-memory-budget)")
 
 
 def _padding(case: Long, rng: np.random.Generator) -> Array | None:
@@ -125,16 +171,18 @@ def _layer_inputs(name: str, case: Long) -> tuple[AttentionInputs, AttentionWeig
         kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM), kernel(EMBED, HEADS, HEAD_DIM),
         rng.standard_normal((HEADS, HEAD_DIM, EMBED)) / np.sqrt(HEADS * HEAD_DIM),
         query_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5, output_bias=rng.standard_normal(EMBED) * 0.5,
+        # all four biases: the layers with one bias switch (Keras, tf-keras, Flax) take no other set
+        key_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5, value_bias=rng.standard_normal((HEADS, HEAD_DIM)) * 0.5,
     )
     return inputs, weights
 
 
-def test_long_kernel(adapter, dtype, name, check):
+def test_long_kernel(adapter, dtype, name, check, budget):
     """`dot_product_attention` on `(1, 2, T, 64)` against the chunked reference."""
     case = CASES[name]
     if adapter.capabilities.level != "kernel":
         pytest.skip(f"{adapter.name} is a layer (capabilities.level='layer'): see test_long_layer")
-    _require(adapter, dtype, case)
+    _require(adapter, dtype, case, budget)
     q, k, v, mask = _kernel_inputs(name, case, dtype)
     kw = dict(mask=mask, causal=case.causal, alignment=check.alignment, scale=None)
 
@@ -150,12 +198,12 @@ def test_long_kernel(adapter, dtype, name, check):
     check.close(got, exact, same, what="output", case=name)
 
 
-def test_long_layer(adapter, dtype, name, check):
+def test_long_layer(adapter, dtype, name, check, budget):
     """`multi_head_attention` (E = 128, H = 2, D = 64) against the chunked layer reference."""
     case = CASES[name]
     if adapter.capabilities.level == "kernel":
         pytest.skip(f"{adapter.name} is a kernel (capabilities.level='kernel'): see test_long_kernel")
-    _require(adapter, dtype, case)
+    _require(adapter, dtype, case, budget)
     weights_size = HEADS * case.T * case.S * np.dtype(np.float64 if dtype == "float64" else np.float32).itemsize
     if adapter.capabilities.returns_weights and weights_size > WEIGHTS_LIMIT:
         pytest.skip(f"{adapter.name} returns (B, H, T, S) weights: {weights_size / GIB:.1f} GiB here, "
