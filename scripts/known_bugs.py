@@ -71,11 +71,16 @@ BUGS: tuple[Bug, ...] = (
         failing=tuple(
             f"test_agreement[keras[tensorflow].ops.dot_product_attention-{dtype}-{case}]"
             for dtype in ("float64", "float32", "float16", "bfloat16")
-            for case in ("self", "cross", "scale")
+            for case in ("self", "cross", "causal_mask")
         )
-        + (
-            "test_default_scale_is_inverse_sqrt_dk[keras[tensorflow].ops.dot_product_attention-float32]",
-            "test_given_scale_is_used[keras[tensorflow].ops.dot_product_attention-float32]",
+        + tuple(
+            f"test_{name}[keras[tensorflow].ops.dot_product_attention-float32]"
+            for name in ("default_scale_is_inverse_sqrt_dk", "given_scale_is_used", "shift_invariance")
+        )
+        + ("test_gradients[keras[tensorflow].ops.dot_product_attention-float64-self]",),
+        notes=(
+            "test_agreement[...-float64-scale] XFAILs: keras.toml's float64 entry for a scale rounded to "
+            "float32 on TensorFlow ('errors ~1e-7') absorbs an error of any size",
         ),
     ),
     Bug(
@@ -90,9 +95,16 @@ BUGS: tuple[Bug, ...] = (
         fixed_env="bug-keras314-torch-causal-mask-fixed",
         failing=tuple(
             f"test_agreement[keras[torch].ops.dot_product_attention-{dtype}-causal_mask]"
-            for dtype in ("float64", "float32", "float16", "bfloat16")
+            for dtype in ("float32", "float16", "bfloat16")
         )
-        + ("test_causal_flag_is_the_declared_mask[keras[torch].ops.dot_product_attention-float32]",),
+        + tuple(
+            f"test_causal_flag_is_the_declared_mask[keras[torch].ops.dot_product_attention-{dtype}]"
+            for dtype in ("float64", "float32")
+        ),
+        notes=(
+            "test_agreement[...-float64-causal_mask] XFAILs: keras.toml's float64 entry for the JAX and torch "
+            "backends (float64 computed in float32, 'errors ~1e-7') absorbs an error of any size",
+        ),
     ),
     Bug(
         name="ort1230-gqa-head-mapping",
@@ -115,8 +127,11 @@ BUGS: tuple[Bug, ...] = (
         fixed="onnxruntime 1.24.1",
         env="bug-ort1232",
         fixed_env="bug-ort-fixed",
-        failing=tuple(f"test_agreement[{a}-float64-gqa]" for a in ORT)
-        + tuple(f"test_gqa_is_mha_with_repeated_kv_heads[{a}-float64]" for a in ORT),
+        failing=tuple(f"test_gqa_is_mha_with_repeated_kv_heads[{a}-float64]" for a in ORT),
+        notes=(
+            "test_agreement[...-float64-gqa] XFAILs: onnxruntime.toml's float64 entry (scale computed in "
+            "float32, 'logits off by ~1e-7') absorbs an error of 2.4",
+        ),
     ),
     Bug(
         name="ort1232-float64-causal-with-mask",
@@ -127,7 +142,11 @@ BUGS: tuple[Bug, ...] = (
         fixed="onnxruntime 1.24.1",
         env="bug-ort1232",
         fixed_env="bug-ort-fixed",
-        failing=tuple(f"test_agreement[{a}-float64-causal_mask]" for a in ORT),
+        failing=tuple(f"test_causal_flag_is_the_declared_mask[{a}-float64]" for a in ORT),
+        notes=(
+            "test_agreement[...-float64-causal_mask] XFAILs: onnxruntime.toml's float64 entry (scale computed "
+            "in float32, 'logits off by ~1e-7') absorbs an error of 2.1",
+        ),
     ),
     Bug(
         name="ort1270-decode-causal",
