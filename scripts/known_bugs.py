@@ -50,6 +50,8 @@ class Bug:
     env: str  # tox environment at an affected release
     fixed_env: str  # tox environment at a fixed release
     failing: tuple[str, ...]  # test ids (fnmatch patterns, brackets literal) that must FAIL on `env`
+    pins: tuple[tuple[str, str], ...]  # (distribution, version) each adapter of `env` must report
+    fixed_pins: tuple[tuple[str, str], ...]  # the same for `fixed_env`
     #: Why a test id needs a suite feature that the current checkout may lack; such a bug is
     #: reported as "not caught yet" instead of failing the run when its tests are not collected.
     needs: str | None = None
@@ -67,6 +69,8 @@ BUGS: tuple[Bug, ...] = (
         affected="keras 3.6.0 (TensorFlow backend)",
         fixed="keras 3.7.0",
         env="bug-keras36-tf-squared-logits",
+        pins=(("keras", "3.6.0"), ("tensorflow", "2.17.1")),
+        fixed_pins=(("keras", "3.7.0"), ("tensorflow", "2.17.1")),
         fixed_env="bug-keras36-tf-squared-logits-fixed",
         failing=tuple(
             f"test_agreement[keras[tensorflow].ops.dot_product_attention-{dtype}-{case}]"
@@ -92,6 +96,8 @@ BUGS: tuple[Bug, ...] = (
         affected="keras 3.6.0 to 3.14.1 (torch backend)",
         fixed="keras 3.15.0",
         env="bug-keras314-torch-causal-mask",
+        pins=(("keras", "3.14.1"),),
+        fixed_pins=(("keras", "3.15.0"),),
         fixed_env="bug-keras314-torch-causal-mask-fixed",
         failing=tuple(
             f"test_agreement[keras[torch].ops.dot_product_attention-{dtype}-causal_mask]"
@@ -114,6 +120,8 @@ BUGS: tuple[Bug, ...] = (
         affected="onnxruntime 1.23.0 (float32)",
         fixed="onnxruntime 1.23.1 (float32; float64 in 1.24.1, see ort1232-float64-function-body)",
         env="bug-ort1230",
+        pins=(("onnxruntime", "1.23.0"),),
+        fixed_pins=(("onnxruntime", "1.28.0"),),
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_agreement[{a}-float32-gqa]" for a in ORT)
         + tuple(f"test_gqa_is_mha_with_repeated_kv_heads[{a}-float32]" for a in ORT),
@@ -126,6 +134,8 @@ BUGS: tuple[Bug, ...] = (
         affected="onnxruntime 1.23.0 to 1.23.2 (float64)",
         fixed="onnxruntime 1.24.1",
         env="bug-ort1232",
+        pins=(("onnxruntime", "1.23.2"),),
+        fixed_pins=(("onnxruntime", "1.28.0"),),
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_gqa_is_mha_with_repeated_kv_heads[{a}-float64]" for a in ORT),
         notes=(
@@ -141,6 +151,8 @@ BUGS: tuple[Bug, ...] = (
         affected="onnxruntime 1.23.0 to 1.23.2 (float64)",
         fixed="onnxruntime 1.24.1",
         env="bug-ort1232",
+        pins=(("onnxruntime", "1.23.2"),),
+        fixed_pins=(("onnxruntime", "1.28.0"),),
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_causal_flag_is_the_declared_mask[{a}-float64]" for a in ORT),
         notes=(
@@ -160,6 +172,8 @@ BUGS: tuple[Bug, ...] = (
         affected="onnxruntime 1.23.0 to 1.27.0 (float32, float16)",
         fixed="onnxruntime 1.28.0",
         env="bug-ort1270",
+        pins=(("onnxruntime", "1.27.0"),),
+        fixed_pins=(("onnxruntime", "1.28.0"),),
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_agreement[{a}-float32-decode_causal]" for a in ORT),
         needs="the agreement case 'decode_causal' (T = 1, S = 7, causal), added with the decode shapes",
@@ -206,18 +220,29 @@ def outcomes(summary: dict[str, Any], run_dir: Path) -> dict[str, str]:
     return seen
 
 
+def check_pins(summary: dict[str, Any], pins: tuple[tuple[str, str], ...]) -> list[str]:
+    """Each adapter ran on the pinned releases (a drifted pin would make the verdict meaningless)."""
+    problems = []
+    for a in summary.get("adapters", []):
+        versions = a.get("versions") or {}
+        for dist, version in pins:
+            got = str(versions.get(dist, "not reported")).split("+")[0]
+            if got != version:
+                problems.append(f"{a['name']} ran on {dist} {got}, the corpus pins {version}")
+    return problems
+
+
 def check_affected(bug: Bug, summary: dict[str, Any], run_dir: Path) -> tuple[str, list[str]]:
     """('caught' | 'missed' | 'not caught yet', problems)."""
     failed = failed_tests(summary)
     seen = outcomes(summary, run_dir)
-    crashed = [a["name"] for a in summary.get("adapters", []) if a.get("status") not in ("passed", "failed")]
-    problems = [
-        f"adapter {n} did not run to the end (status {s})"
-        for n, s in ((a["name"], a.get("status")) for a in summary.get("adapters", []))
-        if n in crashed
+    problems = check_pins(summary, bug.pins) + [
+        f"adapter {a['name']} did not run to the end (status {a.get('status')})"
+        for a in summary.get("adapters", [])
+        if a.get("status") not in ("passed", "failed")
     ]
     missing = [p for p in bug.failing if not any(_match(p, t) for t in failed)]
-    if missing and bug.needs and not any(_match(p, t) for p in missing for t in seen):
+    if missing and bug.needs and not problems and not any(_match(p, t) for p in missing for t in seen):
         return "not caught yet", [f"needs {bug.needs}; not collected: {', '.join(missing)}"]
     for p in missing:
         got = sorted({o for t, o in seen.items() if _match(p, t)}) or ["not collected"]
@@ -279,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     report, ok = [], True
     for b in bugs:
         verdict, problems = check_affected(b, summaries[b.env], args.results / b.env)
-        fixed_problems = check_fixed(summaries[b.fixed_env])
+        fixed_problems = check_pins(summaries[b.fixed_env], b.fixed_pins) + check_fixed(summaries[b.fixed_env])
         ok &= verdict != "missed" and not fixed_problems
         report.append(
             {

@@ -22,6 +22,8 @@ BUG = kb.Bug(
     fixed="x 2",
     env="e",
     fixed_env="f",
+    pins=(("x", "1"),),
+    fixed_pins=(("x", "1"),),
     failing=("test_agreement[ad-float32-gqa]", "test_gqa_is_mha_with_repeated_kv_heads[ad-*]"),
 )
 
@@ -38,6 +40,7 @@ def _run(tmp_path: Path, outcomes: dict[str, str], status: str = "failed") -> tu
                 "name": "ad",
                 "status": status,
                 "results": "results/ad.json",
+                "versions": {"x": "1"},
                 "counts": {"failed": len(failed), "passed": sum(o == "passed" for o in outcomes.values())},
                 "failures": [{"test": t, "message": "m"} for t in failed],
             }
@@ -69,6 +72,15 @@ def test_a_bug_whose_tests_are_not_collected_yet_is_reported_not_counted(tmp_pat
         {"test_agreement[ad-float32-gqa]": "passed", "test_gqa_is_mha_with_repeated_kv_heads[ad-float32]": "passed"},
     )
     assert kb.check_affected(needs, *passed)[0] == "missed"  # collected and passing: the suite missed it
+
+
+def test_a_run_on_another_release_than_the_pin_is_refused(tmp_path):
+    summary, run_dir = _run(
+        tmp_path,
+        {"test_agreement[ad-float32-gqa]": "failed", "test_gqa_is_mha_with_repeated_kv_heads[ad-float64]": "failed"},
+    )
+    summary["adapters"][0]["versions"] = {"x": "2"}
+    assert kb.check_affected(BUG, summary, run_dir) == ("missed", ["ad ran on x 2, the corpus pins 1"])
 
 
 def test_fixed_release_must_pass_everything(tmp_path):
