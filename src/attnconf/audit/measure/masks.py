@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 
 from attnconf.audit import classify, probes
-from attnconf.audit.measure.common import MASKED_ROW, ROW_TOL, TOL, base, causal_probes, masked_row, summary, two_sided_mask
+from attnconf.audit.measure.common import (
+    MASKED_ROW,
+    ROW_TOL,
+    TOL,
+    base,
+    causal_probes,
+    masked_row,
+    summary,
+    two_sided_mask,
+)
 from attnconf.audit.observe import AdapterRaised, Context, Result, Unsupported
 from attnconf.reference.masks import causal_mask
 
@@ -56,7 +65,7 @@ def _causal_candidates(p: probes.Probe) -> dict[str, tuple[Array, Array]]:
     cands = {}
     for a in ALIGNMENTS:
         visible = causal_mask(p.T, p.S, a)  # type: ignore[arg-type]
-        cands[a] = (p.reference(alignment=a), visible.any(axis=-1))
+        cands[a] = (p.reference(alignment=a), np.asarray(visible.any(axis=-1)))
     cands["ignored"] = (p.reference(causal=False), np.ones(p.T, dtype=bool))
     return cands
 
