@@ -123,7 +123,7 @@ def causal_alignment(ctx: Context) -> Result:
     left_out = [label for label in per_probe if label not in matched]
     note = "" if outcome == declared else f" (the adapter declares {declared})"
     tail = f"; left out: {', '.join(left_out)}" if left_out else ""
-    return Result(outcome, f"causal at {seen}{tail}: {outcome}{note}", evidence)
+    return Result(outcome, f"{outcome}{note}: causal at {seen}{tail}", evidence)
 
 
 def mask_polarity(ctx: Context) -> Result:
