@@ -118,8 +118,11 @@ def shapes(caps: Capabilities, *, square: bool = False, gqa: bool | None = None,
 
 def causal_flags(caps: Capabilities, shape: Shape, *, with_mask: bool = False) -> st.SearchStrategy[bool]:
     """Whether to set the causal flag on `shape`: False, or True too where the adapter has a causal
-    flag (and takes it with a mask, if `with_mask`) and its alignment leaves every row a visible key."""
-    if not caps.causal or not fits_causal(shape, caps.causal_alignment) or (with_mask and not caps.causal_with_mask):
+    flag and its alignment leaves every row a visible key (`fits_causal`). `with_mask`: the test will
+    also apply a mask, so the adapter must take both and the mask must still hide something (`maskable`)."""
+    alignment = caps.causal_alignment
+    if not caps.causal or not fits_causal(shape, alignment) or (
+            with_mask and not (caps.causal_with_mask and maskable(shape, alignment))):
         return st.just(False)
     return st.booleans()
 

@@ -29,8 +29,7 @@ def test_masked_keys_get_zero_weight(adapter, dtype, check, data):
     caps = adapter.capabilities
     shape = data.draw(strategies.shapes(caps, masked=True), label="shape")
     seed = data.draw(strategies.seeds(), label="seed")
-    causal = caps.causal and caps.causal_with_mask and strategies.maskable(shape, caps.causal_alignment) and data.draw(
-        st.booleans(), label="causal")
+    causal = data.draw(strategies.causal_flags(caps, shape, with_mask=True), label="causal")
     alignment = caps.causal_alignment if causal else None
     mask = data.draw(strategies.masks(shape.B, shape.T, shape.S, alignment), label="mask")
     magnitude = data.draw(strategies.logit_magnitudes(dtype), label="largest |logit|")
