@@ -96,7 +96,7 @@ def causal_alignment(ctx: Context) -> Result:
             raised.append(err)
             per_probe[label] = {"raised": err.as_dict()}
             continue
-        if heatmap is None:
+        if label == "T < S":  # the probe audit.html draws beside the spec's two alignments
             heatmap = eff[0, 0]
         dists = {name: classify.distance(eff[:, :, rows], ref[:, :, rows])
                  for name, (ref, rows) in _causal_candidates(p).items()}
@@ -118,7 +118,9 @@ def causal_alignment(ctx: Context) -> Result:
     else:
         outcome = "other"
     declared = caps.causal_alignment
-    evidence = {"probes": per_probe, "declared": declared, "heatmap": heatmap}
+    evidence: dict[str, Any] = {"probes": per_probe, "declared": declared}
+    if heatmap is not None:
+        evidence["heatmap"] = heatmap
     seen = "; ".join(f"{label}: {' or '.join(sorted(hits)) or 'none'}" for label, hits in matched.items())
     left_out = [label for label in per_probe if label not in matched]
     note = "" if outcome == declared else f" (the adapter declares {declared})"
