@@ -35,7 +35,7 @@ def test_head_output_within_value_range(adapter, dtype, check, data):
     caps = adapter.capabilities
     shape = data.draw(strategies.shapes(caps), label="shape")
     seed = data.draw(strategies.seeds(), label="seed")
-    causal = caps.causal and data.draw(st.booleans(), label="causal")
+    causal = data.draw(strategies.causal_flags(caps, shape), label="causal")
     alignment = caps.causal_alignment if causal else None
     mask = data.draw(strategies.optional_masks(caps, shape, alignment), label="mask")
     magnitude = data.draw(strategies.logit_magnitudes(dtype), label="largest |logit|")

@@ -25,7 +25,7 @@ def _draw_case(data, adapter, dtype, *, extreme: bool):
     caps = adapter.capabilities
     shape = data.draw(strategies.shapes(caps), label="shape")
     seed = data.draw(strategies.seeds(), label="seed")
-    causal = caps.causal and data.draw(st.booleans(), label="causal")
+    causal = data.draw(strategies.causal_flags(caps, shape), label="causal")
     alignment = caps.causal_alignment if causal else None
     mask = data.draw(strategies.optional_masks(caps, shape, alignment), label="mask")
     inputs, weights = invariants.case(shape, seed, mask=mask, causal=causal)
