@@ -111,6 +111,29 @@ class UniformTopLeft(Conventions):
     weights_mode = "none"
 
 
+class FiniteFill(Conventions):
+    """Masks by adding a finite -1e9 to the masked logits (in the compute precision), as many layers do:
+    in float32 a fully masked row's logits all round to -1e9 (uniform); in float16 the fill overflows
+    to -inf (no finite logit: zeros); in float64 the logits keep their differences, and the row attends
+    as if unmasked."""
+
+    name = "faulty.finite_fill"
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        bias = None if inputs.mask is None else np.where(inputs.mask, 0.0, -1e9)
+        return self._layer(inputs, weights, dtype, None, bias=bias)
+
+
+class DecodeFlip(Conventions):
+    """Top-left causal, except bottom-right when T = 1 (a decode fast path that flips the diagonal)."""
+
+    name = "faulty.decode_flip"
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        self.alignment = "bottom_right" if inputs.query.shape[1] == 1 else "top_left"
+        return self._layer(inputs, weights, dtype, inputs.mask)
+
+
 class ScaledTwice(Conventions):
     """Zero rows and a default scale of 1/D_k (the 1/sqrt(D_k) applied twice)."""
 
@@ -228,7 +251,8 @@ class WrongShape(Conventions):
 EXPECTED = {
     # adapter class: scenario -> the outcome its conventions must produce
     "NanBottomRight": {
-        "fully_masked_row": "nan", "fully_masked_row.float16": "nan", "causal_alignment": "bottom_right",
+        "fully_masked_row": "nan", "fully_masked_row.float16": "nan", "fully_masked_row.float64": "nan",
+        "fully_masked_row.bfloat16": "nan", "causal_alignment": "bottom_right",
         "mask_polarity": "true_masks", "additive_mask": "added", "mask_broadcast": "per_batch",
         "returned_weights": "averaged", "default_scale": "inv_sqrt_d_k", "custom_scale": "honoured",
         "dropout_inference": "active", "gqa": "consecutive", "nan_masked_key": "none",
@@ -238,6 +262,9 @@ EXPECTED = {
         "mask_polarity": "true_attends", "additive_mask": "inverted", "returned_weights": "none",
         "gqa": "interleaved", "dropout_inference": "inactive",
     },
+    "FiniteFill": {"fully_masked_row": "uniform", "fully_masked_row.float16": "zeros",
+                   "fully_masked_row.bfloat16": "uniform", "fully_masked_row.float64": "unmasked"},
+    "DecodeFlip": {"causal_alignment": "inconsistent"},
     "ScaledTwice": {"fully_masked_row": "zeros", "default_scale": "inv_d_k", "custom_scale": "honoured"},
     "GradUniform": {"fully_masked_row": "uniform", "grad_fully_masked_row": "finite"},
     "GradTwice": {"fully_masked_row": "uniform", "grad_fully_masked_row": "inconsistent"},

@@ -28,7 +28,7 @@ from attnconf.audit.scenarios import CATALOG, COMMON_OUTCOMES, SCENARIOS
 from attnconf.cli import main as cli_main
 
 TESTS = Path(__file__).parent
-KNOWN = ["NanBottomRight", "UniformTopLeft", "ScaledTwice", "GradUniform", "GradTwice", "PathPlain", "PathSame",
+KNOWN = ["NanBottomRight", "UniformTopLeft", "FiniteFill", "DecodeFlip", "ScaledTwice", "GradUniform", "GradTwice", "PathPlain", "PathSame",
          "PathNan", "PathNoHalf", "Evil"]
 TIMING = (("run", "started"), ("run", "duration_s"))
 
@@ -128,14 +128,22 @@ def _pairwise_min(cands: dict[str, Any]) -> float:
 
 
 def test_candidates_are_far_apart() -> None:
-    for dtype in ("float32", "float16"):
+    for dtype in ("float64", "float32", "float16", "bfloat16"):
         p = common.masked_row(dtype)
         row = p.reference(mask=None)[0, :, 1, :]
         cands = {"zeros": np.zeros_like(row), "uniform": np.full_like(row, 1 / p.S), "unmasked": row}
-        assert _pairwise_min(cands) > 5 * common.TOL[dtype]
-    p = common.base().with_inputs("causal", causal=True)
-    cands = {a: p.reference(alignment=a) for a in ("top_left", "bottom_right")} | {"none": p.reference(causal=False)}
-    assert _pairwise_min(cands) > 100 * common.TOL["float32"]
+        assert _pairwise_min(cands) > 5 * common.ROW_TOL[dtype]
+    for label, p in common.causal_probes().items():
+        cands = masks._causal_candidates(p)
+        for a in ("top_left", "bottom_right"):  # compared on the rows alignment a defines, as the audit does
+            ref, rows = cands[a]
+            for n, (other, _) in cands.items():
+                d = classify.distance(ref[:, :, rows], other[:, :, rows])
+                if p.T == 1 and {a, n} == {"bottom_right", "ignored"}:
+                    assert d == 0.0  # the one query sees every key under bottom-right: no causal mask at all
+                elif n != a:
+                    assert d > 100 * common.TOL["float32"], (label, a, n, d)
+    p = common.base()
     mask = common.two_sided_mask("polarity", (p.B, p.T, p.S))
     assert _pairwise_min({"m": p.reference(mask=mask), "~m": p.reference(mask=~mask), "none": p.reference(mask=None)}) > 0.01
     g = heads.gqa_probe()

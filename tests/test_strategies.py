@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from attnconf.adapters.base import Capabilities
@@ -16,27 +16,69 @@ TORCH_LIKE = Capabilities(head_dim=False, gqa=False)
 GQA = Capabilities(gqa=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data())
-def test_masks_keep_a_visible_key_in_every_row(data):
-    shape = data.draw(strategies.shapes(GQA))
+def test_masks_keep_a_visible_key_in_every_row_and_hide_something(data):
     alignment = data.draw(st.sampled_from([None, "top_left", "bottom_right"]))
+    shape = data.draw(strategies.shapes(GQA, causal=alignment, masked=True))
     mask = data.draw(strategies.masks(shape.B, shape.T, shape.S, alignment))
     assert mask.shape == (shape.B, shape.T, shape.S) and mask.dtype == np.bool_
-    visible = mask if alignment is None else mask & causal_mask(shape.T, shape.S, alignment)[None]
+    allowed = np.ones(mask.shape, bool) if alignment is None else np.broadcast_to(
+        causal_mask(shape.T, shape.S, alignment)[None], mask.shape)
+    visible = mask & allowed
     assert visible.any(axis=-1).all()
+    assert (allowed & ~mask).any(), "the mask hides no key the causal mask allows"
     if alignment is not None:  # with a causal flag: a key padding mask, equal for every query
         assert (mask == mask[:, :1]).all()
 
 
-@pytest.mark.parametrize("caps", [Capabilities(), TORCH_LIKE, GQA], ids=["default", "tied", "gqa"])
-def test_shapes_fit_the_capabilities(caps):
-    found = strategies.shapes(caps).elements
-    assert found
-    for s in found:
-        assert s.T <= s.S
-        assert caps.head_dim or s.H * s.D == s.E
-        assert caps.gqa or s.H_kv == s.H
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_optional_masks_hide_something_whenever_drawn(data):
+    caps = data.draw(st.sampled_from([Capabilities(), GQA, Capabilities(causal_alignment="bottom_right")]))
+    shape = data.draw(strategies.shapes(caps))
+    causal = data.draw(strategies.causal_flags(caps, shape, with_mask=True))
+    alignment = caps.causal_alignment if causal else None
+    mask = data.draw(strategies.optional_masks(caps, shape, alignment))
+    if mask is not None:
+        assert strategies.hides_something(mask, alignment)
+    if causal:
+        assert strategies.fits_causal(shape, alignment)
+
+
+def test_masks_refuse_shapes_where_nothing_can_be_hidden():
+    with pytest.raises(ValueError, match="no mask can hide"):
+        find(strategies.masks(2, 4, 1), lambda m: True)
+    with pytest.raises(ValueError, match="no mask can hide"):
+        find(strategies.masks(2, 1, 7, "top_left"), lambda m: True)
+    assert find(strategies.optional_masks(GQA, strategies.Shape(2, 4, 1, 4, 4, 4)), lambda m: True) is None
+
+
+def test_buckets_hold_the_shapes_of_real_workloads():
+    found = strategies.SHAPES
+    assert any(s.T == 1 and s.S >= 7 for s in found), "decode step"
+    assert any(s.T > s.S for s in found), "more queries than keys"
+    assert any(s.S == 1 for s in found), "a single key"
+    assert any(s.S >= 32 for s in found), "a longer row"
+    assert len({(s.B, s.T, s.S, s.H, s.H_kv, s.D) for s in found}) <= 10, "each bucket is a compile for JAX/XLA"
+
+
+def test_buckets_are_agreement_shapes():
+    """Frameworks that compile per shape reuse the agreement chapter's compiled functions."""
+    from attnconf.conformance.cases import CONFIGS
+
+    agreement = {(c.B, c.T, c.S, c.H, c.dims["H_kv"], c.D_k, c.E_q) for c in CONFIGS.values()
+                 if c.dims["E_k"] == c.E_q == c.dims["E_out"] and c.dims["D_v"] == c.D_k}
+    for s in strategies.SHAPES:
+        assert (s.B, s.T, s.S, s.H, s.H_kv, s.D, s.E) in agreement, s
+
+
+def test_bottom_right_causal_leaves_out_more_queries_than_keys():
+    caps = Capabilities(causal_alignment="bottom_right")
+    assert all(s.T <= s.S for s in strategies.shapes(caps, causal="bottom_right").elements)
+    assert any(s.T > s.S for s in strategies.shapes(caps, causal="top_left").elements)
+    wide = strategies.Shape(2, 7, 4, 4, 4, 4)
+    assert find(strategies.causal_flags(caps, wide), lambda c: True) is False
 
 
 @given(strategies.permutations(4))

@@ -1,7 +1,9 @@
 """Test cases: configurations of multi-head attention and the random inputs drawn for them.
 
 Inputs are drawn N(0, 1) and kernels N(0, 1/E) so that logits are O(1); every query row keeps
-at least one visible key (agreement never relies on the fully-masked outcome, DESIGN.md).
+at least one visible key (agreement never relies on the fully-masked outcome, which the spec
+leaves undefined). Masked cases always mask something: a padding mask gives every batch element
+a different length, the first unpadded and every other one shorter.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Config:
     def unsupported(self, caps: Capabilities, alignment_needed: bool = True) -> str | None:
         """Why an adapter with `caps` cannot take this case, or None."""
         d = self.dims
+        if self.causal and self.T > self.S and caps.causal_alignment == "bottom_right":
+            return (f"causal with T={self.T} > S={self.S} under bottom-right alignment leaves the first T - S query "
+                    "rows with no visible key, whose output the spec leaves undefined")
         if self.mask and not caps.boolean_mask:
             return "adapter takes no boolean mask (capabilities.boolean_mask=False)"
         if self.causal and not caps.causal:
@@ -73,7 +78,14 @@ class Config:
         return None
 
 
-#: The named configurations the agreement chapter runs (ids appear in test ids).
+#: The named configurations the agreement chapter runs (ids appear in test ids). Every case runs in
+#: every dtype the adapter declares. The first group covers one feature of the spec each at small
+#: sizes; the second the shapes real workloads use: the decode step (T = 1, causal or not, with a
+#: padded key cache), more queries than keys, a single key, one head, rows of 16, 32, 64 and 128
+#: keys (vectorised kernels change code path there), head widths 64 and 128, and batches of 3 whose
+#: elements are padded to different lengths. H * D_k = E_q throughout the second group, so layers
+#: that tie the head width (torch) take every shape. The invariant chapters' shape buckets
+#: (`strategies.SHAPES`) reuse some of these shapes, so frameworks that compile per shape reuse them.
 CONFIGS: dict[str, Config] = {
     "self": Config(self_attention=True),
     "cross": Config(T=3, S=7),
@@ -90,6 +102,17 @@ CONFIGS: dict[str, Config] = {
     "gqa": Config(H=4, H_kv=2, T=4, S=6),
     "mqa": Config(H=4, H_kv=1),
     "single_head": Config(H=1, D_k=16),
+    # -- the shapes of real workloads --
+    "decode": Config(T=1, S=7),
+    "decode_causal": Config(T=1, S=7, causal=True),
+    "decode_padded_cache": Config(B=3, T=1, S=16, mask="padding"),
+    "more_queries": Config(T=7, S=4),
+    "more_queries_causal": Config(T=7, S=4, causal=True),
+    "single_key": Config(T=4, S=1),
+    "padded_prefill_16": Config(B=3, T=16, S=16, causal=True, mask="padding", self_attention=True),
+    "padded_rows_32": Config(B=3, T=8, S=32, mask="padding"),
+    "head_dim_64": Config(B=2, T=8, S=64, E_q=128, H=2, D_k=64),
+    "head_dim_128": Config(B=2, T=4, S=128, E_q=128, H=1, D_k=128),
 }
 
 
@@ -125,13 +148,31 @@ def visible_keys(cfg: Config, mask: Array | None, alignment: str) -> Array:
     return vis
 
 
+def padding_lengths(B: int, S: int, rng: np.random.Generator) -> Array:
+    """`(B,)` key lengths for a padding mask: element 0 unpadded (S), the others distinct and shorter.
+
+    Lengths are drawn from ``[S // 2, S - 1]`` (from ``[1, S - 1]`` where that range is too small for
+    B - 1 distinct lengths), so every element but the first masks at least one key.
+    """
+    if B < 1 or S < 2:
+        raise ValueError(f"a padding mask needs B >= 1 and S >= 2 (a key to mask and one to keep), got B={B}, S={S}")
+    low = max(1, S // 2) if S - max(1, S // 2) >= B - 1 else 1
+    if S - low < B - 1:
+        raise ValueError(f"a padding mask with {B} different lengths needs S > {B - 1} keys, got S={S}")
+    rest = rng.choice(np.arange(low, S), size=B - 1, replace=False)
+    return np.concatenate([[S], rest]).astype(int)
+
+
 def make_mask(cfg: Config, rng: np.random.Generator, alignment: str) -> Array | None:
-    """A `(B, T, S)` boolean mask for `cfg` with at least one visible key in every row."""
+    """A `(B, T, S)` boolean mask for `cfg` with at least one visible key in every row.
+
+    A padding mask gives every batch element a different length (`padding_lengths`); a random mask
+    keeps each entry with probability 0.6. Either masks at least one key that is otherwise visible.
+    """
     if cfg.mask is None:
         return None
     if cfg.mask == "padding":
-        lengths = rng.integers(max(1, cfg.S // 2), cfg.S + 1, size=cfg.B)
-        lengths[0] = cfg.S  # one unpadded element
+        lengths = padding_lengths(cfg.B, cfg.S, rng)
         mask = np.broadcast_to(np.arange(cfg.S)[None, None, :] < lengths[:, None, None], (cfg.B, cfg.T, cfg.S)).copy()
     else:
         mask = rng.random((cfg.B, cfg.T, cfg.S)) < 0.6

@@ -11,7 +11,7 @@ import pytest
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.conformance import memo
 from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
-from attnconf.reference import multi_head_attention
+from attnconf.reference import causal_mask, multi_head_attention, multi_head_attention_error_bound
 from attnconf.reference.precision import storage_dtype
 
 Array = np.ndarray[Any, Any]
@@ -49,6 +49,11 @@ def as_float64(inputs: AttentionInputs, dtype: str = "float64") -> AttentionInpu
 def weights_float64(weights: AttentionWeights, dtype: str = "float64") -> AttentionWeights:
     """The same weights held in `dtype` (float64, or EXACT)."""
     return AttentionWeights(**{n: np.asarray(a, dtype=storage_dtype(dtype)) for n, a in weights.arrays().items()})
+
+
+def passes(errs: Errors) -> bool:
+    """True when no non-finite value mismatches and every element is within its bound."""
+    return errs.nan_mismatch is None and errs.ratio is not None and errs.ratio <= 1.0
 
 
 @dataclass
@@ -108,24 +113,79 @@ class Checker:
 
         return memo.cached(("multi_head_attention references", x, w, alignment, dtype), compute)
 
+    def error_bounds(self, inputs: AttentionInputs, weights: AttentionWeights) -> AttentionOutputs:
+        """The first-order error bounds of an honest evaluation in the dtype, per element of the
+        output and of the weights (`multi_head_attention_error_bound`), on the rounded inputs."""
+        x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
+        dtype, alignment = self.dtype, self.alignment
+
+        def compute() -> AttentionOutputs:
+            return multi_head_attention_error_bound(x, w, dtype=dtype, alignment=alignment)  # type: ignore[arg-type]
+
+        return memo.cached(("multi_head_attention error bounds", x, w, alignment, dtype), compute)
+
+    def visible(self, inputs: AttentionInputs) -> Array:
+        """`(B, 1, T, S)`: True where the spec lets query t attend key s (mask and causal flag)."""
+        s = inputs.shape
+        vis = np.ones((1, 1, s["T"], s["S"]), dtype=bool)
+        if inputs.mask is not None:
+            vis = vis & np.asarray(inputs.mask, dtype=bool)[:, None]
+        if inputs.causal:
+            vis = vis & causal_mask(s["T"], s["S"], self.alignment)[None, None]  # type: ignore[arg-type]
+        return vis
+
     # -- comparing -------------------------------------------------------------------------
 
     def agrees(self, inputs: AttentionInputs, weights: AttentionWeights, case: str = "") -> AttentionOutputs:
         """Run the layer and assert output (and returned weights) agree with the reference."""
         got = self.layer(inputs, weights)
         exact, same = self.references(inputs, weights)
-        self.close(got.output, exact.output, same.output, what="output", case=case)
+        model = self.error_bounds(inputs, weights)
+        self.close(got.output, exact.output, same.output, what="output", case=case, model=model.output)
         if got.weights is not None:
-            self.close(got.weights, exact.weights, same.weights, what="attention weights", case=case)  # type: ignore[arg-type]
+            self.masked_weights_zero(inputs, got.weights, case=case)
+            self.close(got.weights, exact.weights, same.weights, what="attention weights", case=case,  # type: ignore[arg-type]
+                       model=model.weights)
         return got
 
-    def close(self, got: Array, exact: Array, same: Array, what: str, case: str = "") -> Errors:
-        """Assert `got` is within the derived tolerance of `exact`; record the errors."""
-        tol = derive(exact, same, self.dtype)
-        errs = measure(got, exact)
-        self.records.append({"what": what, "case": case, "dtype": self.dtype, "atol": tol.atol,
+    def masked_weights_zero(self, inputs: AttentionInputs, weights: Array, case: str = "", label: str = "") -> None:
+        """Assert returned weights `(B, H, T, S)` are exactly 0 where the spec hides the key.
+
+        A key the mask or the causal flag hides has weight exactly 0 in the spec, in every dtype:
+        no rounding makes it nonzero (a finite fill such as -1e4 does). Rows where no key is
+        visible are left to the fully-masked policy."""
+        w = np.asarray(weights, dtype=np.float64)
+        vis = np.broadcast_to(self.visible(inputs), w.shape)
+        hidden = ~vis & vis.any(axis=-1, keepdims=True)
+        bad = hidden & (w != 0)
+        self.records.append({"what": "attention weights of hidden keys", "case": case, "dtype": self.dtype,
+                             "atol": 0.0, "reference_error": 0.0,
+                             "max_abs": float(np.max(np.where(hidden, np.abs(np.nan_to_num(w, nan=np.inf)), 0.0),
+                                                     initial=0.0)),
+                             "ratio": float(np.inf) if bad.any() else 0.0})
+        if bad.any():
+            i = tuple(int(j) for j in np.argwhere(bad)[0])
+            lines = [f"attention weights of adapter {self.adapter.name!r} in {self.dtype}"
+                     + (f" (case {case!r})" if case else "") + (f" ({label})" if label else "")
+                     + " give weight to a key the spec hides",
+                     f"  weight {w[i]!r} at index {i} (B, H, T, S), where the mask and the causal flag "
+                     f"({self.alignment} alignment) hide key {i[3]} from query {i[2]}: expected exactly 0 "
+                     f"({int(bad.sum())} of {int(hidden.sum())} hidden entries are not 0)",
+                     "  tolerance: atol 0: a hidden key's weight is exactly 0 in every dtype",
+                     f"  reproduce: {self.reproduce}"]
+            pytest.fail("\n".join(lines), pytrace=False)
+
+    def close(self, got: Array, exact: Array, same: Array, what: str, case: str = "",
+              model: Array | None = None) -> Errors:
+        """Assert `got` is within the derived tolerance of `exact` element by element; record the errors.
+
+        `model` is the first-order error bound per element (`error_bounds`); without it the
+        uniform rule applies (tolerances.py)."""
+        tol = derive(exact, same, self.dtype, model)
+        errs = measure(got, exact, tol)
+        self.records.append({"what": what, "case": case, "dtype": self.dtype, "atol": errs.atol,
                              "reference_error": tol.reference_error, **errs.as_dict()})
-        if errs.nan_mismatch is not None or not errs.max_abs <= tol.atol:
+        if not passes(errs):
             pytest.fail(self.message(what, case, errs, tol, np.asarray(got), np.asarray(exact)), pytrace=False)
         return errs
 
@@ -136,9 +196,11 @@ class Checker:
         if errs.nan_mismatch is not None:
             i = errs.nan_mismatch
             lines.append(f"  non-finite mismatch at index {i}: expected {exact[i]!r}, got {got[i]!r}")
-        lines.append(f"  max abs error {errs.max_abs:.6g} at index {errs.index}: "
-                     f"expected {errs.expected:.8g}, got {errs.got:.8g}")
-        lines.append(f"  max rel error {errs.max_rel:.6g} (max abs error / max |expected|)")
-        lines.append(f"  tolerance: {tol.explain()}")
+        lines.append(f"  worst element at index {errs.index}: expected {errs.expected:.8g}, got {errs.got:.8g}, "
+                     f"error {abs(errs.got - errs.expected):.6g}"
+                     + ("" if errs.ratio is None else f" = {errs.ratio:.3g} x its bound"))
+        lines.append(f"  max abs error {errs.max_abs:.6g}, max rel error {errs.max_rel:.6g} "
+                     f"(max abs error / max |expected|)")
+        lines.append(f"  tolerance: {tol.explain(errs.index)}")
         lines.append(f"  reproduce: {self.reproduce}")
         return "\n".join(lines)

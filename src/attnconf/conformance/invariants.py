@@ -4,9 +4,11 @@ An invariant relates two runs of the same adapter: run `a` on one input and run 
 transformed input (a masked key changed, the sequence permuted, the heads sliced, ...). The
 float64 reference gives the exact change between them (zero for a true invariance, up to the
 rounding of transformed weights); the adapter's change must match it within the sum of the
-agreement tolerances of both runs (`tolerances.derive_change`). Every run is also checked for
-NaN or infinity where the reference is finite, so an adapter cannot satisfy an invariance by
-returning NaN twice.
+agreement tolerances of both runs, element by element (`tolerances.derive_change`, with the
+first-order error model of each run, `Checker.error_bounds`). Every run is also checked for NaN
+or infinity where the reference is finite (or of another kind or sign), so an adapter cannot
+satisfy an invariance by returning NaN twice, and for weight on a key the spec hides
+(`Checker.masked_weights_zero`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionW
 from attnconf.conformance.cases import make_inputs, make_weights
 from attnconf.conformance.check import Checker
 from attnconf.conformance.strategies import Shape
-from attnconf.conformance.tolerances import derive, derive_change, measure
+from attnconf.conformance.tolerances import derive, derive_change, measure, ratios
 from attnconf.reference import project_heads
 
 Array = np.ndarray[Any, Any]
@@ -92,6 +94,7 @@ class Run:
     exact: AttentionOutputs
     same: AttentionOutputs
     label: str
+    bound: AttentionOutputs | None = None  # first-order error model per element (None: the uniform rule)
 
 
 def run(check: Checker, inputs: AttentionInputs, weights: AttentionWeights, label: str = "run") -> Run:
@@ -99,6 +102,7 @@ def run(check: Checker, inputs: AttentionInputs, weights: AttentionWeights, labe
     __tracebackhide__ = True
     got = check.layer(inputs, weights)
     exact, same = check.references(inputs, weights)
+    bound = check.error_bounds(inputs, weights)
     fields = [("output", got.output, exact.output)]
     if got.weights is not None:
         fields.append(("attention weights", got.weights, exact.weights))
@@ -106,9 +110,11 @@ def run(check: Checker, inputs: AttentionInputs, weights: AttentionWeights, labe
         errs = measure(g, e)
         if errs.nan_mismatch is not None:
             i = errs.nan_mismatch
-            fail(check, f"{what} of {label} is not finite where the float64 reference is",
+            fail(check, f"{what} of {label} is not finite where the float64 reference is, or of another kind or sign",
                  [f"at index {i}: expected {np.asarray(e)[i]!r}, got {np.asarray(g)[i]!r}"])
-    return Run(got, exact, same, label)
+    if got.weights is not None:
+        check.masked_weights_zero(inputs, got.weights, label=label)
+    return Run(got, exact, same, label, bound)
 
 
 def call(check: Checker, method: str, inputs: AttentionInputs, weights: AttentionWeights,
@@ -133,6 +139,10 @@ def _field(out: AttentionOutputs, what: str) -> Array:
     return np.asarray(arr, dtype=np.float64)
 
 
+def _model(r: Run, what: str) -> Array | None:
+    return None if r.bound is None else _field(r.bound, what)
+
+
 def assert_change(check: Checker, a: Run, b: Run, claim: str, *, what: str = "output",
                   where: Array | None = None, map_a: Callable[[Array], Array] | None = None,
                   map_b: Callable[[Array], Array] | None = None) -> None:
@@ -150,47 +160,64 @@ def assert_change(check: Checker, a: Run, b: Run, claim: str, *, what: str = "ou
     fb: Callable[[Array], Array] = map_b or (lambda x: x)
     ga, ea, sa = (fa(_field(r, what)) for r in (a.got, a.exact, a.same))
     gb, eb, sb = (fb(_field(r, what)) for r in (b.got, b.exact, b.same))
+    ma, mb = _model(a, what), _model(b, what)
+    ma, mb = (None if m is None else f(m) for m, f in ((ma, fa), (mb, fb)))
     sel = np.broadcast_to(True if where is None else where, gb.shape)
-    tol = derive_change(ea[sel], sa[sel], eb[sel], sb[sel], check.dtype)
+    if ma is None or mb is None:  # the uniform rule over the compared entries only
+        ea, sa, eb, sb = (np.where(sel, x, 0.0) for x in (ea, sa, eb, sb))
+    tol = derive_change(ea, sa, eb, sb, check.dtype, ma, mb)
     exact_change = eb - ea
     dev = np.abs((gb - ga) - exact_change)
     dev = np.where(sel, np.where(np.isnan(dev), np.inf, dev), 0.0)
-    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(dev)), dev.shape))
-    record(check, what, claim, tol.atol, tol.a.reference_error + tol.b.reference_error, float(dev[i]), i)
-    if not dev[i] <= tol.atol:
+    ratio = ratios(dev, tol.bound)
+    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+    record(check, what, claim, tol.at(i), float(tol.a.reference_errors[i] + tol.b.reference_errors[i]),
+           float(dev[i]), i, float(ratio[i]))
+    if not ratio[i] <= 1:
         fail(check, claim, [
             f"{what} at index {i} changed by {gb[i] - ga[i]:.8g} from {a.label!r} to {b.label!r}; "
             f"the exact change is {exact_change[i]:.8g} (float64 reference)",
             f"expected {ga[i] + exact_change[i]:.8g}, got {gb[i]:.8g} ({a.label} gave {ga[i]:.8g}); "
-            f"compared {int(sel.sum())} of {sel.size} entries",
-            f"tolerance: {tol.explain()}",
+            f"deviation {dev[i]:.3g} = {ratio[i]:.3g} x its bound; compared {int(sel.sum())} of {sel.size} entries",
+            f"tolerance: {tol.explain(i)}",
         ])
 
 
 def assert_close(check: Checker, got: Array, exact: Array, same: Array, claim: str, what: str,
-                 where: Array | None = None) -> None:
-    """Assert `got` is within the derived tolerance of `exact` on the entries `where`."""
+                 where: Array | None = None, model: Array | None = None) -> None:
+    """Assert `got` is within the derived tolerance of `exact` on the entries `where`.
+
+    `model`: the first-order error bound per element (`Run.bound`); None: the uniform rule over
+    the entries `where`."""
     __tracebackhide__ = True
     got, exact, same = (np.asarray(x, dtype=np.float64) for x in (got, exact, same))
     sel = np.broadcast_to(True if where is None else where, got.shape)
-    tol = derive(exact[sel], same[sel], check.dtype)
+    if model is None:
+        exact, same = np.where(sel, exact, 0.0), np.where(sel, same, 0.0)
+    tol = derive(exact, same, check.dtype, model)
     dev = np.where(sel, np.abs(got - exact), 0.0)
     dev = np.where(np.isnan(dev), np.inf, dev)
-    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(dev)), dev.shape))
-    record(check, what, claim, tol.atol, tol.reference_error, float(dev[i]), i)
-    if not dev[i] <= tol.atol:
-        fail(check, claim, [f"{what} at index {i}: expected {exact[i]:.8g}, got {got[i]:.8g}",
-                            f"tolerance: {tol.explain()}"])
+    ratio = ratios(dev, tol.bound)
+    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+    record(check, what, claim, tol.at(i), float(tol.reference_errors[i]), float(dev[i]), i, float(ratio[i]))
+    if not ratio[i] <= 1:
+        fail(check, claim, [f"{what} at index {i}: expected {exact[i]:.8g}, got {got[i]:.8g} "
+                            f"(error {dev[i]:.3g} = {ratio[i]:.3g} x its bound)",
+                            f"tolerance: {tol.explain(i)}"])
 
 
 def record(check: Checker, what: str, claim: str, atol: float, reference_error: float, max_abs: float,
-            index: tuple[int, ...]) -> None:
-    """Keep the worst measurement per (what, claim) of a test for the JSON results."""
+           index: tuple[int, ...], ratio: float | None = None) -> None:
+    """Keep the worst measurement per (what, claim) of a test for the JSON results.
+
+    `atol` is the bound at `index`, `ratio` the error there in units of it (max_abs / atol when None)."""
+    if ratio is None:
+        ratio = max_abs / atol if atol > 0 else (np.inf if max_abs > 0 else 0.0)
     rec = {"what": what, "case": claim, "dtype": check.dtype, "atol": atol, "reference_error": reference_error,
-           "max_abs": max_abs, "index": list(index)}
+           "max_abs": max_abs, "index": list(index), "ratio": float(ratio)}
     for j, old in enumerate(check.records):
         if old["what"] == what and old["case"] == claim:
-            if max_abs / max(atol, 1e-300) > old["max_abs"] / max(old["atol"], 1e-300):
+            if rec["ratio"] > old.get("ratio", 0.0):
                 check.records[j] = rec
             return
     check.records.append(rec)

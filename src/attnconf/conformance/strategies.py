@@ -58,14 +58,21 @@ class Shape:
 
 
 #: The shape buckets. JAX and XLA compile once per shape, dtype and mask/causal combination, so
-#: the buckets are the agreement chapter's shapes (`cases.CONFIGS`: H = 4 heads of width 4 over
-#: E = 16, the layout every layer takes; "padding_mask" and "causal" are 6 x 6, "random_mask" and
-#: "causal_cross" 4 x 7, "gqa" and "mqa"), whose compiled functions the invariant chapters then
-#: reuse. T <= S everywhere, so every causal row has a visible key under either alignment.
-#: Chapters that change a width (scaling doubles D_k, heads slices one head) add their own shapes.
+#: the buckets are shapes of the agreement chapter (`cases.CONFIGS`: H = 4 heads of width 4 over
+#: E = 16, the layout every layer takes), whose compiled functions the invariant chapters then reuse:
+#: "padding_mask" and "causal" are 6 x 6, "random_mask" and "causal_cross" 4 x 7, "gqa" and "mqa".
+#: The workload buckets add the decode step (T = 1, S = 7: "decode", "decode_causal"), more queries
+#: than keys (T = 7 > S = 4: "more_queries"), a single key (S = 1: "single_key") and a longer row
+#: (B = 3, T = 8, S = 32: "padded_rows_32"). Chapters that change a width (scaling doubles D_k,
+#: heads slices one head) add their own shapes.
+#:
+#: Not every bucket fits every draw: under bottom-right alignment a causal row of T > S has no
+#: visible key (`fits_causal`), and a mask can hide nothing on a single key or beside a top-left
+#: causal mask at T = 1 (`maskable`); `shapes` and `optional_masks` leave those out.
 BASE = (Shape(2, 6, 6, 4, 4, 4), Shape(2, 4, 7, 4, 4, 4))
+WORKLOAD = (Shape(2, 1, 7, 4, 4, 4), Shape(2, 7, 4, 4, 4, 4), Shape(2, 4, 1, 4, 4, 4), Shape(3, 8, 32, 4, 4, 4))
 GQA = (Shape(2, 4, 6, 4, 2, 4), Shape(2, 5, 5, 4, 1, 4))
-SHAPES = BASE + GQA
+SHAPES = BASE + WORKLOAD + GQA
 
 #: Largest logit magnitudes drawn per precision ("1e4 and beyond"). float16 stays below its
 #: range (65504) even before the 1/sqrt(D) scale is applied.
@@ -75,18 +82,46 @@ LARGE_LOGITS = {"float64": (1e4, 1e6), "float32": (1e4, 1e6), "bfloat16": (1e4, 
 SHIFTS = {"float64": (1e2, 1e5), "float32": (1e2, 1e4), "bfloat16": (1.0, 10.0), "float16": (10.0, 1e2)}
 
 
-def shapes(caps: Capabilities, *, square: bool = False, gqa: bool | None = None) -> st.SearchStrategy[Shape]:
+def fits_causal(shape: Shape, alignment: str | None) -> bool:
+    """Whether every query row of `shape` keeps a visible key under a causal mask with `alignment`
+    (None: not causal). Bottom-right alignment with T > S leaves the first T - S rows with none."""
+    return alignment != "bottom_right" or shape.T <= shape.S
+
+
+def maskable(shape: Shape, alignment: str | None = None) -> bool:
+    """Whether a mask on `shape` can hide a key that the causal mask (`alignment`, None: none) allows
+    while every row keeps a visible key: S >= 2, and under top-left causality T >= 2 (at T = 1 the
+    only query sees key 0 alone)."""
+    return fits_causal(shape, alignment) and shape.S >= 2 and (alignment != "top_left" or shape.T >= 2)
+
+
+def shapes(caps: Capabilities, *, square: bool = False, gqa: bool | None = None, causal: str | None = None,
+           masked: bool = False, min_keys: int = 1) -> st.SearchStrategy[Shape]:
     """Shape buckets that an adapter with `caps` takes.
 
     Args:
         square: only T == S (self-attention).
         gqa: True: only H_kv < H; False: only H_kv == H; None: H_kv < H too where `caps.gqa`.
+        causal: the alignment of a causal mask the test will apply: only shapes where it leaves every
+            row a visible key (`fits_causal`).
+        masked: only shapes on which a mask can hide something (`maskable`, with `causal`).
+        min_keys: only S >= min_keys.
     """
     found = [s for s in SHAPES if (not square or s.T == s.S) and (caps.head_dim or s.tied)
-             and ((s.H_kv < s.H) == gqa if gqa is not None else (s.H_kv == s.H or caps.gqa))]
+             and ((s.H_kv < s.H) == gqa if gqa is not None else (s.H_kv == s.H or caps.gqa))
+             and fits_causal(s, causal) and (not masked or maskable(s, causal)) and s.S >= min_keys]
     if not found:
-        raise ValueError(f"no shape bucket fits square={square}, gqa={gqa} and {caps}")
+        raise ValueError(f"no shape bucket fits square={square}, gqa={gqa}, causal={causal}, masked={masked}, "
+                         f"min_keys={min_keys} and {caps}")
     return st.sampled_from(found)
+
+
+def causal_flags(caps: Capabilities, shape: Shape, *, with_mask: bool = False) -> st.SearchStrategy[bool]:
+    """Whether to set the causal flag on `shape`: False, or True too where the adapter has a causal
+    flag (and takes it with a mask, if `with_mask`) and its alignment leaves every row a visible key."""
+    if not caps.causal or not fits_causal(shape, caps.causal_alignment) or (with_mask and not caps.causal_with_mask):
+        return st.just(False)
+    return st.booleans()
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -117,27 +152,45 @@ def _keep_a_visible_key(mask: Array, causal: str | None) -> Array:
     return mask
 
 
+def hides_something(mask: Array, causal: str | None = None) -> bool:
+    """Whether `mask` `(B, T, S)` hides a key that the causal mask (`causal`: its alignment) allows."""
+    B, T, S = mask.shape
+    allowed = np.ones((B, T, S), dtype=bool)
+    return bool((visible_rows(allowed, causal) & ~mask).any())
+
+
 @st.composite
 def masks(draw: st.DrawFn, B: int, T: int, S: int, causal: str | None = None) -> Array:
-    """A boolean `(B, T, S)` mask, True = may attend, with a visible key in every row.
+    """A boolean `(B, T, S)` mask, True = may attend, that hides something, with a visible key in every row.
 
     Either a padding mask (the first `length[b]` keys of each element) or an arbitrary pattern.
     `causal` names the alignment the mask will be combined with, if any; then the mask is a
     padding mask, the one kind every adapter takes together with a causal flag (torch's
     `is_causal` requires `attn_mask` to be the causal mask itself, so a mask goes to
-    `key_padding_mask`).
+    `key_padding_mask`). A draw that would hide no key the causal mask allows is repaired: the last
+    batch element's length becomes 1 (padding), or its last entry False (pattern). Raises
+    `ValueError` where no mask can hide anything (`maskable`).
     """
+    shape = Shape(B, T, S, 1, 1, 1)
+    if not maskable(shape, causal):
+        raise ValueError(f"no mask can hide a key on T={T}, S={S} with causal={causal} and keep one in every row")
     if causal is not None or draw(st.booleans()):
-        lengths = draw(st.lists(st.integers(1, S), min_size=B, max_size=B))
-        mask = np.broadcast_to(np.arange(S)[None, None, :] < np.array(lengths)[:, None, None], (B, T, S)).copy()
+        lengths = np.array(draw(st.lists(st.integers(1, S), min_size=B, max_size=B)))
+        mask = np.broadcast_to(np.arange(S)[None, None, :] < lengths[:, None, None], (B, T, S)).copy()
+        if not hides_something(mask, causal):
+            mask[-1, :, 1:] = False  # length 1: hides key 1 from the last query row under either alignment
     else:
         mask = draw(hnp.arrays(np.bool_, (B, T, S)))
-    return _keep_a_visible_key(mask, causal)
+    mask = _keep_a_visible_key(mask, causal)
+    if not hides_something(mask, causal):  # only an all-True pattern gets here (no causal flag)
+        mask[-1, -1, -1] = False
+    return mask
 
 
 def optional_masks(caps: Capabilities, shape: Shape, causal: str | None = None) -> st.SearchStrategy[Array | None]:
-    """None, or a mask where the adapter takes one (with the causal flag too, if `causal`)."""
-    if not caps.boolean_mask or (causal and not caps.causal_with_mask):
+    """None, or a mask where the adapter takes one (with the causal flag too, if `causal`) and a mask
+    can hide something on `shape` (`maskable`)."""
+    if not caps.boolean_mask or (causal and not caps.causal_with_mask) or not maskable(shape, causal):
         return st.none()
     return st.none() | masks(shape.B, shape.T, shape.S, causal)
 

@@ -27,9 +27,10 @@ MASKED_CONTENT = {"float64": (1.0, 1e5), "float32": (1.0, 1e5), "bfloat16": (1.0
 def test_masked_keys_get_zero_weight(adapter, dtype, check, data):
     invariants.require(adapter, boolean_mask=True, returns_weights=True)
     caps = adapter.capabilities
-    shape = data.draw(strategies.shapes(caps), label="shape")
+    shape = data.draw(strategies.shapes(caps, masked=True), label="shape")
     seed = data.draw(strategies.seeds(), label="seed")
-    causal = caps.causal and caps.causal_with_mask and data.draw(st.booleans(), label="causal")
+    causal = caps.causal and caps.causal_with_mask and strategies.maskable(shape, caps.causal_alignment) and data.draw(
+        st.booleans(), label="causal")
     alignment = caps.causal_alignment if causal else None
     mask = data.draw(strategies.masks(shape.B, shape.T, shape.S, alignment), label="mask")
     magnitude = data.draw(strategies.logit_magnitudes(dtype), label="largest |logit|")
@@ -37,7 +38,8 @@ def test_masked_keys_get_zero_weight(adapter, dtype, check, data):
     r = run(check, inputs, invariants.with_logit_magnitude(inputs, weights, magnitude))
     hidden = ~strategies.visible_rows(mask, alignment)[:, None]  # (B, 1, T, S)
     assert_close(check, r.got.weights, r.exact.weights, r.same.weights,
-                 "masking: a masked key gets zero weight", "attention weights (B, H, T, S)", where=hidden)
+                 "masking: a masked key gets zero weight", "attention weights (B, H, T, S)", where=hidden,
+                 model=r.bound.weights)
 
 
 @profiles.conformance
@@ -45,7 +47,7 @@ def test_masked_keys_get_zero_weight(adapter, dtype, check, data):
 def test_masked_key_content_is_irrelevant(adapter, dtype, check, data):
     invariants.require(adapter, boolean_mask=True)
     caps = adapter.capabilities
-    shape = data.draw(strategies.shapes(caps), label="shape")
+    shape = data.draw(strategies.shapes(caps, masked=True), label="shape")
     seed = data.draw(strategies.seeds(), label="seed")
     mask = data.draw(strategies.masks(shape.B, shape.T, shape.S), label="mask")
     # One more key per element that no query may attend (key 0 keeps every row non-empty).

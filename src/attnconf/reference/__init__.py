@@ -11,6 +11,7 @@ from attnconf.reference.attention import (
 )
 from attnconf.reference.backward import multi_head_attention_vjp, scaled_dot_product_attention_vjp
 from attnconf.reference.chunked import chunked_attention, chunked_multi_head_attention
+from attnconf.reference.error_bound import multi_head_attention_error_bound
 from attnconf.reference.masks import (
     ALIGNMENTS,
     additive_to_bool,
@@ -32,6 +33,7 @@ __all__ = [
     "chunked_attention",
     "chunked_multi_head_attention",
     "multi_head_attention",
+    "multi_head_attention_error_bound",
     "multi_head_attention_vjp",
     "padding_mask",
     "project_heads",

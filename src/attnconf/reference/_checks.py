@@ -33,15 +33,30 @@ def describe(x: object) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
+def is_bfloat16(x: object) -> bool:
+    """True for a NumPy array of ml_dtypes' bfloat16 (NumPy has no bfloat16 of its own)."""
+    return isinstance(x, np.ndarray) and x.dtype.name == "bfloat16"
+
+
+def precision_of(x: object) -> str:
+    """The precision an array is held in: its dtype's name (``"bfloat16"`` for ml_dtypes' bfloat16)."""
+    return str(np.asarray(x).dtype) if not is_bfloat16(x) else "bfloat16"
+
+
 def as_float_array(name: str, x: object, ndim: int | Sequence[int]) -> np.ndarray[Any, Any]:
-    """Return `x` as a floating NumPy array of the given rank, or raise `ValueError`."""
+    """Return `x` as a floating NumPy array of the given rank, or raise `ValueError`.
+
+    An ml_dtypes bfloat16 array is returned as float32 holding the same values exactly (the
+    contract's representation of bfloat16)."""
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception as err:  # pragma: no cover - exotic objects
             raise invalid(name, "a floating-point array", describe(x)) from err
+    if is_bfloat16(x):
+        x = x.astype(np.float32)
     if not np.issubdtype(x.dtype, np.floating):
-        raise invalid(name, "a floating-point array (float16, float32 or float64)", describe(x))
+        raise invalid(name, "a floating-point array (float16, float32, float64 or ml_dtypes bfloat16)", describe(x))
     ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if x.ndim not in ranks:
         expected = " or ".join(str(r) for r in ranks)

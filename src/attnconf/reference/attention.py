@@ -20,6 +20,7 @@ from attnconf.reference._checks import (
     check_finite,
     expect_dim,
     invalid,
+    precision_of,
 )
 from attnconf.reference.masks import ALIGNMENTS, Alignment, causal_mask
 from attnconf.reference.precision import in_compute, round_to
@@ -55,8 +56,10 @@ def check_attention_args(
     """Validate the arguments shared by the attention functions of the spec.
 
     Returns `(q, k, v, scale, precision)`: the arrays as checked NumPy arrays, the scale with its
-    default `1/sqrt(D_k)` applied, and the precision name (`dtype`, or the dtype of `q`).
+    default `1/sqrt(D_k)` applied, and the precision name (`dtype`, or the dtype of `q`:
+    ``"bfloat16"`` for an ml_dtypes bfloat16 `q`, whose arrays are returned as exact float32).
     """
+    q_precision = precision_of(q)
     q = as_float_array("q", q, 4)
     k = as_float_array("k", k, 4)
     v = as_float_array("v", v, 4)
@@ -75,7 +78,7 @@ def check_attention_args(
         scale = 1.0 / math.sqrt(D_k)
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale)) or isinstance(scale, bool):
         raise invalid("scale", "a finite float or None", repr(scale))
-    precision = check_dtype_name("dtype", dtype) if dtype is not None else str(q.dtype)
+    precision = check_dtype_name("dtype", dtype) if dtype is not None else check_dtype_name("q", q_precision)
     return q, k, v, float(scale), precision
 
 
@@ -204,7 +207,7 @@ def multi_head_attention(
         raise invalid("key", f"last axis E_k={weights.key_dim} as in key_kernel", inputs.key.shape)
     if inputs.value.shape[-1] != weights.value_dim:
         raise invalid("value", f"last axis E_v={weights.value_dim} as in value_kernel", inputs.value.shape)
-    precision = dtype if dtype is not None else str(inputs.query.dtype)
+    precision = dtype if dtype is not None else precision_of(inputs.query)
     q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, precision)
     k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, precision)
     v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, precision)

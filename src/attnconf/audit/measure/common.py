@@ -15,6 +15,10 @@ Array = np.ndarray[Any, Any]
 #: Max distance for "this measurement is that candidate". Candidates on the probes differ by 0.05 or
 #: more (tests/test_audit.py checks the separation), so these are far from both rounding and bugs.
 TOL = {"float64": 1e-8, "float32": 1e-4, "float16": 1e-2, "bfloat16": 4e-2}
+#: The fully masked row's tolerance: its candidates "zeros" and "uniform" differ by only 1/S = 1/16, so in
+#: bfloat16 it is sharper than `TOL` (still over twice the 2^-8 rounding of an effective weight read off an
+#: output near 1 in bfloat16: 2^-7 spacing, half of it as error, plus a softmax rounded in bfloat16).
+ROW_TOL = {**TOL, "bfloat16": 1.2e-2}
 
 
 def seed(name: str) -> int:
@@ -51,6 +55,25 @@ def masked_row(dtype: str = "float32") -> probes.Probe:
 
 
 MASKED_ROW = (0, 1)  # (batch, query) of the fully masked row
+
+
+@functools.cache
+def causal_probes() -> dict[str, probes.Probe]:
+    """The causal alignment probes, by label: causal=True at T < S (the base probe, T = 4, S = 16), at
+    T = 1 (the decode step, S = 16), at T = 8 > S = 6, and at T < S together with a key mask that
+    hides key 1 of batch element 0 and keys 12.. of element 1 (a key padding mask: the same for every
+    query, and key 0 stays visible, so every row keeps a key under top-left alignment)."""
+    b = base()
+    mask = np.ones((b.B, b.T, b.S), dtype=bool)
+    mask[0, :, 1] = False
+    mask[1, :, 12:] = False
+    return {
+        "T < S": b.with_inputs("causal", causal=True),
+        "T = 1": probes.onehot("causal.decode", seed("causal.decode"), T=1, S=16).with_inputs(
+            "causal.decode", causal=True),
+        "T > S": probes.onehot("causal.wide", seed("causal.wide"), T=8, S=6).with_inputs("causal.wide", causal=True),
+        "T < S, with a mask": b.with_inputs("causal.mask", causal=True, mask=mask),
+    }
 
 
 def summary(values: Array, digits: int = 4) -> str:

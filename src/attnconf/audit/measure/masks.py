@@ -11,9 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.audit import classify
-from attnconf.audit.measure.common import MASKED_ROW, TOL, base, masked_row, summary, two_sided_mask
-from attnconf.audit.observe import Context, Result, Unsupported
+from attnconf.audit import classify, probes
+from attnconf.audit.measure.common import (
+    MASKED_ROW,
+    ROW_TOL,
+    TOL,
+    base,
+    causal_probes,
+    masked_row,
+    summary,
+    two_sided_mask,
+)
+from attnconf.audit.observe import AdapterRaised, Context, Result, Unsupported
+from attnconf.reference.masks import causal_mask
 
 Array = np.ndarray[Any, Any]
 
@@ -27,7 +37,7 @@ def fully_masked_row(dtype: str) -> Callable[[Context], Result]:
         b, t = MASKED_ROW
         row = eff[b, :, t, :]
         unmasked = p.reference(mask=None)[b, :, t, :]
-        outcome, dists = classify.fully_masked_row(row, unmasked, TOL[dtype])
+        outcome, dists = classify.fully_masked_row(row, unmasked, ROW_TOL[dtype])
         others = np.ones(eff.shape, dtype=bool)
         others[b, :, t, :] = False
         other_err = classify.distance(eff[others], p.reference()[others])
@@ -40,28 +50,80 @@ def fully_masked_row(dtype: str) -> Callable[[Context], Result]:
         if out.weights is not None and np.shape(out.weights) == eff.shape:
             evidence["returned_weights_row"] = np.asarray(out.weights)[b, :, t, :]
         where = "output row equals the output bias" if outcome == "zeros" else f"weights {summary(row)}"
-        others_note = "" if other_err <= TOL[dtype] else f"; other rows differ from the reference by {other_err:.2g}"
+        others_note = "" if other_err <= ROW_TOL[dtype] else f"; other rows differ from the reference by {other_err:.2g}"
         return Result(outcome, f"masked row (batch {b}, query {t}): {where}{others_note}", evidence)
     return measure
 
 
+ALIGNMENTS = ("top_left", "bottom_right")
+
+
+def _causal_candidates(p: probes.Probe) -> dict[str, tuple[Array, Array]]:
+    """Candidate weights `(B, H, T, S)` on a causal probe, each with the `(T,)` rows it defines: the two
+    alignments (a row that sees no key under one, as the first T - S rows under bottom-right when
+    T > S, is left out of its comparison: the spec gives it no output), and "ignored" (no causal mask)."""
+    cands = {}
+    for a in ALIGNMENTS:
+        visible = causal_mask(p.T, p.S, a)  # type: ignore[arg-type]
+        cands[a] = (p.reference(alignment=a), np.asarray(visible.any(axis=-1)))
+    cands["ignored"] = (p.reference(causal=False), np.ones(p.T, dtype=bool))
+    return cands
+
+
 def causal_alignment(ctx: Context) -> Result:
+    """Where the causal diagonal sits, measured on every probe of `common.causal_probes`.
+
+    Each probe gives the set of candidates within tolerance (at T = 1 bottom-right and "ignored" are the
+    same weights, so that probe matches both). The outcome is the candidate every probe matched;
+    ``inconsistent`` where each probe matched some alignment but no one alignment fits them all (the
+    alignment depends on the shape or on the mask); ``other`` where some probe matched none. A probe
+    the adapter refuses (it raised) or cannot take (a mask with the causal flag) is recorded and left out.
+    """
     caps = ctx.capabilities
     if not caps.causal:
         raise Unsupported("capabilities.causal=False: the adapter takes no causal flag")
-    p = base().with_inputs("causal", causal=True)
-    eff = ctx.effective(p)
-    candidates = {
-        "top_left": p.reference(alignment="top_left"),
-        "bottom_right": p.reference(alignment="bottom_right"),
-        "ignored": p.reference(causal=False),
-    }
-    outcome, dists = classify.nearest(eff, candidates, TOL["float32"])
-    outcome = outcome or "other"
+    per_probe: dict[str, Any] = {}
+    matched: dict[str, set[str]] = {}
+    raised: list[AdapterRaised] = []
+    heatmap = None
+    for label, p in causal_probes().items():
+        if p.inputs.mask is not None and not caps.causal_with_mask:
+            per_probe[label] = {"skipped": "capabilities.causal_with_mask=False"}
+            continue
+        try:
+            eff = ctx.effective(p)
+        except AdapterRaised as err:
+            raised.append(err)
+            per_probe[label] = {"raised": err.as_dict()}
+            continue
+        if heatmap is None:
+            heatmap = eff[0, 0]
+        dists = {name: classify.distance(eff[:, :, rows], ref[:, :, rows])
+                 for name, (ref, rows) in _causal_candidates(p).items()}
+        hits = {name for name, d in dists.items() if d <= TOL["float32"]}
+        matched[label] = hits
+        per_probe[label] = {"T": p.T, "S": p.S, "masked": p.inputs.mask is not None, "matches": sorted(hits),
+                            "distances": dists}
+    if not matched:
+        if raised:
+            raise raised[0]
+        raise Unsupported("no causal probe could run (see the capabilities)")
+    common_hits = set.intersection(*matched.values())
+    if any(not hits for hits in matched.values()):
+        outcome = "other"
+    elif len(common_hits) == 1:
+        outcome = next(iter(common_hits))
+    elif not common_hits and all(hits & set(ALIGNMENTS) for hits in matched.values()):
+        outcome = "inconsistent"
+    else:
+        outcome = "other"
     declared = caps.causal_alignment
-    evidence = {"T": p.T, "S": p.S, "distances": dists, "declared": declared, "heatmap": eff[0, 0]}
+    evidence = {"probes": per_probe, "declared": declared, "heatmap": heatmap}
+    seen = "; ".join(f"{label}: {' or '.join(sorted(hits)) or 'none'}" for label, hits in matched.items())
+    left_out = [label for label in per_probe if label not in matched]
     note = "" if outcome == declared else f" (the adapter declares {declared})"
-    return Result(outcome, f"causal with T={p.T} < S={p.S}: {outcome}{note}", evidence)
+    tail = f"; left out: {', '.join(left_out)}" if left_out else ""
+    return Result(outcome, f"{outcome}{note}: causal at {seen}{tail}", evidence)
 
 
 def mask_polarity(ctx: Context) -> Result:
