@@ -41,10 +41,11 @@ LAYER = Capabilities(
 )
 
 LOW_PRECISION = ("float16", "bfloat16")
-#: Why a fault is not caught yet (its `pending` entries) where the cases lack its shape ...
-SHAPES_PENDING = "needs decode (T = 1), T > S, rows of more than 16 keys and head widths 64/128 in the cases"
-#: ... or where one absolute tolerance for the whole tensor hides it in float16/bfloat16.
-TOLERANCE_PENDING = "needs per-element tolerances, sharp in float16 and bfloat16"
+#: Why PvAccumulatedInStorage is not caught (its `pending` entries; measured with the per-element tolerances):
+#: rounding the running sum to float16/bfloat16 once per key adds about sqrt(S) unit roundoffs of the
+#: row's values, 0.01-0.2 of the derived bound at the cases' S <= 128 (the first-order model of an
+#: honest evaluation, logit errors included, is larger); it would take rows of thousands of keys.
+PV_PENDING = "its error stays within the per-element bound (0.01-0.2 of it) at S <= 128"
 
 
 class Pipeline(AdapterBase):
@@ -128,7 +129,6 @@ class ScaleOverD(Pipeline):
 
     name = "faulty.scale_over_d"
     caught_by = ("scaling",)
-    pending = {"bfloat16": TOLERANCE_PENDING}
 
     def scale(self, given: float | None, D_k: int) -> float:
         return given if given is not None else 1.0 / D_k
@@ -198,10 +198,9 @@ class FiniteMaskFill(Pipeline):
 
     name = "faulty.finite_mask_fill"
     caught_by = ("masking",)
-    pending = {
-        "float16": TOLERANCE_PENDING + " (a masked key's weight asserted exactly zero): float16 logits of "
-        "at most 1e4 rarely beat the -1e4 fill by enough to leak visibly"
-    }
+    # float16: the fill leaks only where a masked logit exceeds the visible ones by about 1e4, beyond
+    # the float16 logits the chapters draw (at most 1e4); below that its weights are exactly 0, as the spec's
+    caught_in = ("float64", "float32", "bfloat16")
 
     def softmax(self, logits: Array, visible: Array, p: str) -> Array:
         return softmax(logits + np.where(visible, 0.0, -1e4).astype(logits.dtype))
@@ -436,7 +435,7 @@ class PvAccumulatedInStorage(Pipeline):
     """
 
     name = "faulty.pv_accumulated_in_storage"
-    pending = dict.fromkeys(LOW_PRECISION, TOLERANCE_PENDING)
+    pending = dict.fromkeys(LOW_PRECISION, PV_PENDING)
     caught_by = ("agreement",)
     caught_in = LOW_PRECISION
     source = "https://github.com/Dao-AILab/flash-attention/issues/543"
@@ -483,8 +482,7 @@ class CausalBottomRightAtDecode(Pipeline):
     """
 
     name = "faulty.causal_bottom_right_at_decode"
-    pending = dict.fromkeys(("float64", "float32", "float16", "bfloat16"), SHAPES_PENDING)
-    caught_by = ("causality", "agreement")
+    caught_by = ("agreement",)
     source = "https://github.com/Dao-AILab/flash-attention/issues/351"
 
     def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
@@ -502,8 +500,7 @@ class MaskDroppedAtDecode(Pipeline):
     """
 
     name = "faulty.mask_dropped_at_decode"
-    pending = dict.fromkeys(("float64", "float32", "float16", "bfloat16"), SHAPES_PENDING)
-    caught_by = ("masking",)
+    caught_by = ("agreement",)
     source = "https://github.com/ml-explore/mlx-lm/issues/1906"
 
     def visible(self, inputs: AttentionInputs, T: int, S: int) -> Array:
@@ -521,7 +518,6 @@ class CausalTallBottomRight(Pipeline):
     """
 
     name = "faulty.causal_tall_bottom_right"
-    pending = dict.fromkeys(("float64", "float32", "float16", "bfloat16"), SHAPES_PENDING)
     caught_by = ("agreement",)
     source = "https://github.com/Dao-AILab/flash-attention/issues/1778"
 
@@ -542,7 +538,6 @@ class OnlineSoftmaxNoRescale(Pipeline):
     """
 
     name = "faulty.online_softmax_no_rescale"
-    pending = dict.fromkeys(("float64", "float32", "float16", "bfloat16"), SHAPES_PENDING)
     caught_by = ("agreement",)
     source = "https://arxiv.org/abs/2205.14135"
     block: ClassVar[int] = 16
@@ -573,7 +568,6 @@ class FusedHeadDimDropsScale(Pipeline):
     """
 
     name = "faulty.fused_head_dim_drops_scale"
-    pending = dict.fromkeys(("float64", "float32", "float16", "bfloat16"), SHAPES_PENDING)
     caught_by = ("agreement",)
     source = "https://github.com/BobMcDear/attorch/issues/14"
 

@@ -1,8 +1,8 @@
 """The `gradients` chapter can fail: it catches every faulty adapter of tests/faulty_gradients.py.
 
 The chapter runs once, in a pytest subprocess, over the numpy adapter, the controls and every
-faulty adapter (``--adapter faulty_gradients:Class``, PYTHONPATH set to tests/), in float64 and
-float16; `--attnconf-json` says which tests failed for which adapter.
+faulty adapter (``--adapter faulty_gradients:Class``, PYTHONPATH set to tests/), in float64,
+float32, float16 and bfloat16; `--attnconf-json` says which tests failed for which adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import faulty_gradients as fg
 import pytest
 
 HERE = Path(__file__).resolve().parent
-DTYPES = ("float64", "float16")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 CHAPTER_TESTS = {fg.AGREE, fg.KERNEL_AGREE, fg.MASKED, fg.CAUSAL}
 
 

@@ -104,22 +104,30 @@ def test_failure_reads_well(catalog, cls):
     if not tests:
         pytest.skip(f"{cls.name} is not caught in this run (see its pending entries)")
     messages = [outcomes["messages"][t] for t in tests]
-    asserted = [m for m in messages if "AssertionError: " in m or (failed_on_the_numbers(m) and "tolerance" in m)]
+    asserted = [m for m in messages if failed_on_the_numbers(m)]
     if not asserted:  # the adapter raised in every such test (as a framework would): its error is the report
         assert cls.raises, f"{cls.name} failed only on exceptions:\n{messages[0][-2000:]}"
         assert all("Error" in m and "Draw 1 (shape)" in m for m in messages), messages[0]
         return
-    message = asserted[0]
+    # the results keep a message's last 4000 characters: prefer one whose claim was not cut off
+    intact = [m for m in asserted if f"adapter {cls.name!r}" in m]
+    if not intact:
+        pytest.xfail(
+            f"every failure of {cls.name} kept in the results lost its claim: the results keep the last "
+            "4000 characters, and a Hypothesis example with long masks fills them"
+        )
+    message = intact[0]
     dtype = outcomes["dtypes"][tests[messages.index(message)]]
     expected = [
         f"adapter {cls.name!r} in {dtype}",
         "index",
         "expected",
-        "got",
         "reproduce: pytest --pyargs attnconf.conformance",
     ]
     if "Draw 1" in message:  # a Hypothesis test: the falsifying example and how to replay it
         expected += ["--hypothesis-profile ci-noshrink", "Draw 1 (shape): Shape("]
+    if "expected exactly 0" not in message:  # a hidden key's weight: "weight w at index i: expected exactly 0"
+        expected.append("got")
     if "not finite" not in message and "bit for bit" not in message:  # NaN and determinism need no tolerance
         expected.append("tolerance: atol")
     missing = [part for part in expected if part not in message]
