@@ -1,8 +1,8 @@
 """The `gradients` chapter can fail: it catches every faulty adapter of tests/faulty_gradients.py.
 
 The chapter runs once, in a pytest subprocess, over the numpy adapter, the controls and every
-faulty adapter (``--adapter faulty_gradients:Class``, PYTHONPATH set to tests/), in float64 and
-float16; `--attnconf-json` says which tests failed for which adapter.
+faulty adapter (``--adapter faulty_gradients:Class``, PYTHONPATH set to tests/), in float64,
+float32, float16 and bfloat16; `--attnconf-json` says which tests failed for which adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import faulty_gradients as fg
 import pytest
 
 HERE = Path(__file__).resolve().parent
-DTYPES = ("float64", "float16")
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 CHAPTER_TESTS = {fg.AGREE, fg.KERNEL_AGREE, fg.MASKED, fg.CAUSAL}
 
 
@@ -28,11 +28,22 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("gradient_power")
     out = work / "results.json"
     adapters = ["numpy", *(f"faulty_gradients:{cls.__name__}" for cls in (*fg.CONTROLS, *fg.FAULTY))]
-    cmd = [sys.executable, "-m", "pytest", "--pyargs", "attnconf.conformance.test_gradients", "-q",
-           "--attnconf-json", str(out), *(f"--adapter={a}" for a in adapters), *(f"--dtype={d}" for d in DTYPES)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "attnconf.conformance.test_gradients",
+        "-q",
+        "--attnconf-json",
+        str(out),
+        *(f"--adapter={a}" for a in adapters),
+        *(f"--dtype={d}" for d in DTYPES),
+    ]
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(cmd, cwd=work, env={**os.environ, "PYTHONPATH": path},
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        cmd, cwd=work, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=600
+    )
     log = proc.stdout[-3000:] + proc.stderr[-3000:]
     assert out.exists(), f"the chapter run wrote no results (exit {proc.returncode}):\n{log}"
     by: dict[str, Any] = {}
