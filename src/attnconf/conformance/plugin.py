@@ -438,7 +438,11 @@ def _short(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return str(report.wasxfail)
     text = report.longreprtext
-    return text[-4000:]
+    if len(text) <= 8000:
+        return text
+    # the claim (what disagreed, where, the tolerance) comes first and the falsifying example last;
+    # a long drawn mask in between is what gets cut
+    return text[:4000] + f"\n[... {len(text) - 7000} characters cut ...]\n" + text[-3000:]
 
 
 def stale_differences(st: dict[str, Any]) -> list[tuple[expected.Difference, str]]:
