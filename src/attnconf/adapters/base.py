@@ -1,6 +1,7 @@
 """The adapter contract: the public promise third-party adapters are written against.
 
-The names and shapes here follow DESIGN.md and do not change without a deprecation path.
+The names and shapes here are the public contract (docs/writing-an-adapter.md, CHANGELOG.md) and do
+not change without a deprecation path.
 All arrays crossing the contract are NumPy arrays. bfloat16 arrays travel as float32 arrays
 holding bfloat16-representable values (`attnconf.reference.round_to(x, "bfloat16")`).
 """

@@ -1,7 +1,7 @@
 """The catalog of audit scenarios: stable ids, groups, what each measures, and its possible outcomes.
 
 A scenario id never changes meaning once released (reports from different versions are merged by
-id). `spec` is the outcome the specification defines (DESIGN.md, `attnconf.reference`), or None where
+id). `spec` is the outcome the specification defines (`attnconf.reference`), or None where
 it defines none (a fully masked row has no mathematically defined output). Outcomes are observed by
 the functions in `attnconf.audit.measure`; nothing here says what any adapter does.
 """

@@ -178,7 +178,7 @@ def multi_head_attention(
     dtype: str | None = None,
     check_weights: bool = False,
 ) -> AttentionOutputs:
-    """Multi-head attention on the canonical (einsum-layout) weights of DESIGN.md.
+    """Multi-head attention on the canonical (einsum-layout) weights (docs/writing-an-adapter.md).
 
     ``q = query @ Wq + bq``, ``k = key @ Wk + bk``, ``v = value @ Wv + bv`` per head,
     ``o = scaled_dot_product_attention(q, k, v, mask[:, None], causal)`` and
