@@ -128,7 +128,7 @@ def test_real_weights_chapter_can_fail(model, tmp_path):
     import faulty
 
     catalog = faulty.run_catalog(tmp_path, adapters=["faulty:Pipeline", *(f"faulty:{b}" for b in REAL_WEIGHT_BUGS)],
-                                 chapters=("real_weights",))
+                                 dtypes=("float32",), chapters=("real_weights",))
     control = catalog["adapters"].get(faulty.Pipeline.name)
     assert control is not None, catalog["log"]
     assert not control["failed"] and control["passed"] == realweights.NUM_LAYERS, control

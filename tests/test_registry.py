@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -45,7 +46,11 @@ def test_outside_adapter_runs_in_the_suite(outside_package, tmp_path):
          "--dtype", "float64", "-k", "test_agreement", "-q", "-p", "no:cacheprovider"],
         env=outside_package, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "15 passed" in proc.stdout
+    from attnconf.conformance.cases import CONFIGS
+
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed)", proc.stdout)}
+    # every agreement case ran (passed, or skipped for a capability the adapter lacks), none failed
+    assert counts.get("passed", 0) + counts.get("skipped", 0) == len(CONFIGS) and counts["passed"] > 0, proc.stdout
 
 
 def test_listing_imports_no_framework():

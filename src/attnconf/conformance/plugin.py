@@ -435,14 +435,16 @@ def _progress(config: pytest.Config, event: dict[str, Any]) -> None:
 
 
 def _short(report: pytest.TestReport) -> str:
+    """A failure's message for the results: the exception's own text (the claim, what disagreed and
+    where, and a Hypothesis test's falsifying example) and where it was raised, without the
+    traceback's source listings and arguments (a drawn mask printed there once filled the space)."""
     if hasattr(report, "wasxfail"):
         return str(report.wasxfail)
-    text = report.longreprtext
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = f"{crash.message}\n({crash.path}:{crash.lineno})" if crash is not None and crash.message else report.longreprtext
     if len(text) <= 8000:
         return text
-    # the claim (what disagreed, where, the tolerance) comes first and the falsifying example last;
-    # a long drawn mask in between is what gets cut
-    return text[:4000] + f"\n[... {len(text) - 7000} characters cut ...]\n" + text[-3000:]
+    return text[:5000] + f"\n[... {len(text) - 8000} characters cut ...]\n" + text[-3000:]
 
 
 def stale_differences(st: dict[str, Any]) -> list[tuple[expected.Difference, str]]:
