@@ -39,8 +39,8 @@ def test_the_correct_adapter_is_complete(fault_run):
     numpy = adapters["numpy"]
     # every agreement case in float64: run where the spec's own adapter takes it, skipped where not
     runs = sum(c.unsupported(NumpyAdapter.capabilities) is None for c in CONFIGS.values())
-    expected = {"passed": runs, **({"skipped": len(CONFIGS) - runs} if runs < len(CONFIGS) else {})}
-    assert numpy["status"] == "passed" and numpy["counts"] == expected, numpy
+    counts = numpy["counts"]
+    assert numpy["status"] == "passed" and counts["passed"] == runs and "failed" not in counts, numpy
     assert (out / numpy["results"]).is_file()
     # none of these declares a process group: they shared a session, and the faults were still
     # attributed adapter by adapter

@@ -50,7 +50,8 @@ def test_outside_adapter_runs_in_the_suite(outside_package, tmp_path):
 
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed)", proc.stdout)}
     # every agreement case ran (passed, or skipped for a capability the adapter lacks), none failed
-    assert counts.get("passed", 0) + counts.get("skipped", 0) == len(CONFIGS) and counts["passed"] > 0, proc.stdout
+    assert counts.get("passed", 0) + counts.get("skipped", 0) >= len(CONFIGS) and counts["passed"] > 0, proc.stdout
+    assert "failed" not in counts, proc.stdout
 
 
 def test_listing_imports_no_framework():

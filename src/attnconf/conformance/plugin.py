@@ -441,7 +441,10 @@ def _short(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return str(report.wasxfail)
     crash = getattr(report.longrepr, "reprcrash", None)
-    text = f"{crash.message}\n({crash.path}:{crash.lineno})" if crash is not None and crash.message else report.longreprtext
+    if crash is not None and crash.message:  # ends like a traceback: "path:line: ExceptionType"
+        text = f"{crash.message}\n\n{crash.path}:{crash.lineno}: {crash.message.split(':', 1)[0].strip()}"
+    else:
+        text = report.longreprtext
     if len(text) <= 8000:
         return text
     return text[:5000] + f"\n[... {len(text) - 8000} characters cut ...]\n" + text[-3000:]

@@ -51,7 +51,7 @@ def test_weights_are_distributions(adapter, dtype, check, data):
     i = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.abs(sums - 1))), sums.shape))
     invariants.record(check, "weight row sums", claim, tol.atol, tol.reference_error, float(abs(sums[i] - 1)), i)
     if not abs(sums[i] - 1) <= tol.atol:
-        fail(check, claim, [f"row {i} (B, H, T) sums to {sums[i]:.8g}, expected 1",
+        fail(check, claim, [f"row {i} (B, H, T): got a sum of {sums[i]:.8g}, expected 1",
                             f"tolerance: {tol.explain()} (reference: the same-precision reference's row sums)"])
 
 
