@@ -83,8 +83,8 @@ BUGS: tuple[Bug, ...] = (
         )
         + ("test_gradients[keras[tensorflow].ops.dot_product_attention-float64-self]",),
         notes=(
-            "test_agreement[...-float64-scale] XFAILs: keras.toml's float64 entry for a scale rounded to "
-            "float32 on TensorFlow ('errors ~1e-7') absorbs an error of any size",
+            "test_agreement[...-float64-scale] XFAILed before 0.2.0: keras.toml's float64 entry for a scale "
+            "rounded to float32 on TensorFlow absorbed an error of any size; since 0.2.0 its bound makes it FAIL",
         ),
     ),
     Bug(
@@ -108,8 +108,8 @@ BUGS: tuple[Bug, ...] = (
             for dtype in ("float64", "float32")
         ),
         notes=(
-            "test_agreement[...-float64-causal_mask] XFAILs: keras.toml's float64 entry for the JAX and torch "
-            "backends (float64 computed in float32, 'errors ~1e-7') absorbs an error of any size",
+            "test_agreement[...-float64-causal_mask] XFAILed before 0.2.0: keras.toml's float64 entry for the "
+            "JAX and torch backends absorbed an error of 1.96; since 0.2.0 its bound makes it FAIL",
         ),
     ),
     Bug(
@@ -139,8 +139,8 @@ BUGS: tuple[Bug, ...] = (
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_gqa_is_mha_with_repeated_kv_heads[{a}-float64]" for a in ORT),
         notes=(
-            "test_agreement[...-float64-gqa] XFAILs: onnxruntime.toml's float64 entry (scale computed in "
-            "float32, 'logits off by ~1e-7') absorbs an error of 2.4",
+            "test_agreement[...-float64-gqa] XFAILed before 0.2.0: onnxruntime.toml's float64 entry absorbed "
+            "an error of 2.4; since 0.2.0 its bound makes it FAIL",
         ),
     ),
     Bug(
@@ -156,8 +156,8 @@ BUGS: tuple[Bug, ...] = (
         fixed_env="bug-ort-fixed",
         failing=tuple(f"test_causal_flag_is_the_declared_mask[{a}-float64]" for a in ORT),
         notes=(
-            "test_agreement[...-float64-causal_mask] XFAILs: onnxruntime.toml's float64 entry (scale computed "
-            "in float32, 'logits off by ~1e-7') absorbs an error of 2.1",
+            "test_agreement[...-float64-causal_mask] XFAILed before 0.2.0: onnxruntime.toml's float64 entry "
+            "absorbed an error of 2.1; since 0.2.0 its bound makes it FAIL",
         ),
     ),
     Bug(

@@ -76,8 +76,23 @@ def _argmax(a: Array) -> Index:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(a)), a.shape))
 
 
+class _PerElement:
+    """What every per-element bound offers: the largest bound, and the bound at an index."""
+
+    bound: Array
+
+    @property
+    def atol(self) -> float:
+        """The largest bound (under the uniform rule: the bound of every element)."""
+        return float(np.max(self.bound, initial=0.0))
+
+    def at(self, index: Index) -> float:
+        """The bound of element `index`."""
+        return _at(self.bound, index)
+
+
 @dataclass(frozen=True)
-class Tolerance:
+class Tolerance(_PerElement):
     """A bound per element of `exact` and how it was derived.
 
     `bound`, `reference_errors` and `model` (None under the uniform rule) have the shape of
@@ -90,15 +105,6 @@ class Tolerance:
     reference_error: float
     floor: float
     dtype: str
-
-    @property
-    def atol(self) -> float:
-        """The largest bound (under the uniform rule: the bound of every element)."""
-        return float(np.max(self.bound, initial=0.0))
-
-    def at(self, index: Index) -> float:
-        """The bound of element `index`."""
-        return _at(self.bound, index)
 
     def explain(self, index: Index | None = None) -> str:
         """How the bound at `index` (the largest one if None) was derived, starting "atol"."""
@@ -217,7 +223,7 @@ def measure(got: Array, exact: Array, tol: Tolerance | ChangeTolerance | None = 
 
 
 @dataclass(frozen=True)
-class ChangeTolerance:
+class ChangeTolerance(_PerElement):
     """The bound on an implementation's change between two runs `a` and `b` (invariant chapters).
 
     An invariant says how the output changes from input `a` to input `b` (usually: not at all).
@@ -232,15 +238,8 @@ class ChangeTolerance:
     b: Tolerance
 
     @property
-    def bound(self) -> Array:
+    def bound(self) -> Array:  # type: ignore[override]  # the sum of both runs' bounds
         return np.asarray(self.a.bound + self.b.bound)
-
-    @property
-    def atol(self) -> float:
-        return float(np.max(self.bound, initial=0.0))
-
-    def at(self, index: Index) -> float:
-        return _at(self.bound, index)
 
     def explain(self, index: Index | None = None) -> str:
         if index is None:
