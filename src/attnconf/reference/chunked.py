@@ -245,6 +245,7 @@ def chunked_multi_head_attention(
     fully_masked: FullyMaskedPolicy = "zeros",
     dtype: str | None = None,
     threads: int | None = None,
+    block_k: int | None = None,
 ) -> AttentionOutputs:
     """`attnconf.reference.multi_head_attention` with the chunked kernel; weights are not returned.
 
@@ -254,6 +255,7 @@ def chunked_multi_head_attention(
         weights: canonical kernels and optional biases.
         alignment, fully_masked, dtype: as in `multi_head_attention`.
         threads: worker threads of `chunked_attention`.
+        block_k: keys per step of `chunked_attention` (another value sums in another order).
 
     Returns:
         `AttentionOutputs` with output `(B, T, E_out)` and weights None.
@@ -268,6 +270,7 @@ def chunked_multi_head_attention(
     heads = chunked_attention(
         q, k, v, mask=None if inputs.mask is None else inputs.mask[:, None], causal=inputs.causal,
         alignment=alignment, scale=inputs.scale, fully_masked=fully_masked, dtype=precision, threads=threads,
+        block_k=block_k,
     )
     out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, precision),
                              in_compute(weights.output_kernel, precision)), precision)
