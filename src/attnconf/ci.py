@@ -67,14 +67,16 @@ def _tests(report_dir: Path) -> dict[str, dict[str, str]] | None:
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    out: dict[str, dict[str, str]] = {}
-    for a in summary.get("adapters", []):
-        results = report_dir / a["results"] if a.get("results") else None
-        if results is None or not results.is_file():
-            out[a["name"]] = {}
-            continue
-        out[a["name"]] = {t["nodeid"]: t["outcome"] for t in json.loads(results.read_text()).get("tests", [])}
-    return out
+    return {a["name"]: {t["nodeid"]: t["outcome"] for t in adapter_tests(report_dir, a)}
+            for a in summary.get("adapters", [])}
+
+
+def adapter_tests(report_dir: Path, adapter: dict[str, Any]) -> list[dict[str, Any]]:
+    """The test records of one summary.json adapter entry (its ``results/<adapter>.json``); [] if none."""
+    path = report_dir / adapter["results"] if adapter.get("results") else None
+    if path is None or not path.is_file():
+        return []
+    return list(json.loads(path.read_text()).get("tests", []))
 
 
 def compare(baseline: Side, current: Side) -> Comparison:
@@ -182,10 +184,7 @@ def job_summary(report_dir: str | Path) -> str:
 def _declared(report_dir: Path, summary: dict[str, Any]) -> dict[tuple[str, str], int]:
     out: dict[tuple[str, str], int] = {}
     for a in summary["adapters"]:
-        path = report_dir / a["results"] if a.get("results") else None
-        if path is None or not path.is_file():
-            continue
-        for t in json.loads(path.read_text()).get("tests", []):
+        for t in adapter_tests(report_dir, a):
             if t["outcome"] == "xfailed":
                 key = (a["name"], " ".join(t.get("message", "").split()))
                 out[key] = out.get(key, 0) + 1
@@ -212,9 +211,7 @@ def junit_xml(report_dir: str | Path) -> bytes:
     for a in summary["adapters"]:
         suite = ET.SubElement(suites, "testsuite", name=a["name"])
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-        path = d / a["results"] if a.get("results") else None
-        tests = json.loads(path.read_text()).get("tests", []) if path is not None and path.is_file() else []
-        for t in tests:
+        for t in adapter_tests(d, a):
             module, _, name = t["nodeid"].partition("::")
             chapter = Path(module).stem
             case = ET.SubElement(suite, "testcase", classname=f"{a['name']}.{chapter}", name=name,

@@ -92,24 +92,21 @@ def _cross(ctx: Context) -> Result:  # pragma: no cover - cross scenarios are me
 _BASE = {"probe": "one-hot (attnconf.audit.probes.onehot)", "B": 2, "H": 2, "T": 4, "S": 16, "D_k": 16, "E": 32,
          "dtype": "float32"}
 
+def _fully_masked_row(dtype: str, description: str) -> Scenario:
+    """The fully masked row scenario in `dtype` (float32's id has no suffix: it came first)."""
+    suffix = "" if dtype == "float32" else f".{dtype}"
+    return Scenario(f"fully_masked_row{suffix}", "masking", "Fully masked query row" + (f", {dtype}" if suffix else ""),
+                    description, _FULLY_MASKED, masks.fully_masked_row(dtype),
+                    spec_note="the spec defines no output for a row that sees no key",
+                    setup={**_BASE, "dtype": dtype})
+
+
 CATALOG: tuple[Scenario, ...] = (
-    Scenario("fully_masked_row", "masking", "Fully masked query row",
-             "One query row (batch 0, query 1) with every key masked out, in float32.",
-             _FULLY_MASKED, masks.fully_masked_row("float32"),
-             spec_note="the spec defines no output for a row that sees no key", setup=_BASE),
-    Scenario("fully_masked_row.float16", "masking", "Fully masked query row, float16",
-             "The fully masked row in float16, where finite fill values such as -1e9 overflow.",
-             _FULLY_MASKED, masks.fully_masked_row("float16"),
-             spec_note="the spec defines no output for a row that sees no key", setup={**_BASE, "dtype": "float16"}),
-    Scenario("fully_masked_row.float64", "masking", "Fully masked query row, float64",
-             "The fully masked row in float64, where a finite fill value such as -1e9 no longer swamps the logits "
-             "(the row then attends as if unmasked).",
-             _FULLY_MASKED, masks.fully_masked_row("float64"),
-             spec_note="the spec defines no output for a row that sees no key", setup={**_BASE, "dtype": "float64"}),
-    Scenario("fully_masked_row.bfloat16", "masking", "Fully masked query row, bfloat16",
-             "The fully masked row in bfloat16 (float32's range, 8 bits of precision).",
-             _FULLY_MASKED, masks.fully_masked_row("bfloat16"),
-             spec_note="the spec defines no output for a row that sees no key", setup={**_BASE, "dtype": "bfloat16"}),
+    _fully_masked_row("float32", "One query row (batch 0, query 1) with every key masked out, in float32."),
+    _fully_masked_row("float16", "The fully masked row in float16, where finite fill values such as -1e9 overflow."),
+    _fully_masked_row("float64", "The fully masked row in float64, where a finite fill value such as -1e9 no longer "
+                                 "swamps the logits (the row then attends as if unmasked)."),
+    _fully_masked_row("bfloat16", "The fully masked row in bfloat16 (float32's range, 8 bits of precision)."),
     Scenario("causal_alignment", "masking", "Causal diagonal at T = 1, T < S and T > S, and with a mask",
              "causal=True at T = 4 < S = 16, at T = 1 (the decode step, S = 16), at T = 8 > S = 6 and at T = 4 < S "
              "with a key mask: where the diagonal sits on each, and whether it sits there on all of them. Rows that "
