@@ -157,6 +157,24 @@ DPA_FLOAT16_LIMIT = (
 )
 
 
+#: jax.nn.dot_product_attention casts the logits to float32 for the softmax whatever the input
+#: dtype (jax/_src/nn/functions.py, _dot_product_attention_core), float64 included, and casts the
+#: probabilities back: a float64 caller gets float32 accuracy (errors ~1e-7 relative, measured
+#: 2e7 to 1e8 times the float64 tolerance with jax 0.10.2). Declared for the releases measured.
+DPA_FLOAT64_PRECISION = (
+    "float64", "float32", "jax.nn.dot_product_attention computes the softmax in float32 for every input dtype "
+    "(jax/_src/nn/functions.py, _dot_product_attention_core; discussed in the review of "
+    "https://github.com/jax-ml/jax/pull/34112); measured with jax 0.10.2",
+)
+
+
+def dpa_float64_in_float32() -> bool:
+    """Whether the installed jax is a release measured to run the float64 softmax of jax.nn.dot_product_attention in float32."""
+    from attnconf.adapters.support import release_in
+
+    return release_in("jax", ">=0.4.31,<0.11")
+
+
 def dpa_float16_fails() -> bool:
     """Whether the installed jax is a release where jitted float16 jax.nn.dot_product_attention raises on the CPU."""
     from attnconf.adapters.support import release_in

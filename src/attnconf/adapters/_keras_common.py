@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
-from attnconf.adapters.support import AdapterBase
+from attnconf.adapters.support import AdapterBase, release_in
 from attnconf.reference._checks import invalid
 from attnconf.reference.precision import storage_dtype
 
@@ -41,6 +41,34 @@ NATIVE_NAMES = {
 }
 _CANONICAL = {native: name for name, native in NATIVE_NAMES.items()}
 _BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
+
+
+def float64_precision(backend: str, scores: bool = False) -> tuple[tuple[str, str, str], ...]:
+    """`Capabilities.precision` of Keras 3's attention in float64 on `backend` (releases measured).
+
+    On JAX and torch, keras.ops.dot_product_attention (and so MultiHeadAttention's fused path) casts
+    float64 q, k, v to float32: Keras's type promotion maps float64 to float32 on every backend but
+    TensorFlow (keras/src/backend/common/dtypes.py). The scores path (`scores`) stays in float64."""
+    if backend == "tensorflow" or scores or not release_in("keras", ">=3.6,<3.16"):
+        return ()
+    return (("float64", "float32",
+             "keras.ops.dot_product_attention casts float64 q, k, v to float32 (Keras's result_type maps float64 "
+             f"to float32 on the {backend} backend; https://github.com/keras-team/keras/issues/23704); "
+             "measured with keras 3.15.1"),)
+
+
+def float64_scale_precision(backend: str) -> tuple[tuple[str, str, str], ...]:
+    """`Capabilities.scale_precision` of Keras 3's attention in float64 on `backend` (releases measured).
+
+    On TensorFlow both paths scale the logits by tf.cast(scale, float64) of a Python float, which
+    TensorFlow first converts to a float32 constant: the logits carry a float32 rounding of the scale
+    (exact when the scale is a float32 number, ~6e-8 relative otherwise)."""
+    if backend != "tensorflow" or not (release_in("keras", ">=3.6,<3.16") and release_in("tensorflow", ">=2.16,<2.22")):
+        return ()
+    return (("float64", "float32",
+             "the logit scale is rounded to float32: tf.cast of a Python float makes a float32 constant before "
+             "widening it (https://github.com/tensorflow/tensorflow/issues/57779); measured with keras 3.15.1 "
+             "and tensorflow 2.21"),)
 
 
 def layer_arguments(w: AttentionWeights) -> dict[str, Any]:

@@ -32,6 +32,22 @@ FIRST_RELEASE = ("onnxruntime", "1.23", f"cannot load opset-{OPSET} models (IR v
                  "the first opset with Attention: it takes onnxruntime >= 1.23")
 
 
+def float64_scale_precision() -> tuple[tuple[str, str, str], ...]:
+    """`Capabilities.scale_precision` of the `Attention` op in float64 on the CPU (releases measured).
+
+    ONNX Runtime registers CPU kernels for `Attention` in float32 and float16 only; a float64 model
+    runs the op's ONNX function body, which computes sqrt(scale) in float32 and casts it to double, so
+    Q and K are scaled by a float32-rounded factor: logits carry ~1e-7 relative error (exact only for
+    D = 1, 16, 256). The ONNX reference implementation computes the scale in the input precision."""
+    from attnconf.adapters.support import release_in
+
+    if not release_in("onnxruntime", ">=1.22,<1.33"):
+        return ()
+    return (("float64", "float32",
+             "no float64 CPU kernel: the op's function body scales Q and K by sqrt(scale) computed in float32 "
+             "(https://github.com/onnx/onnx/blob/main/onnx/defs/nn/utils.cc); measured with onnxruntime 1.32"),)
+
+
 def numpy_dtype(dtype: str) -> Any:
     """The NumPy dtype that feeds ONNX tensors of precision `dtype`."""
     if dtype not in _NUMPY:

@@ -21,10 +21,24 @@ from attnconf.reference._checks import (
     expect_dim,
     invalid,
 )
-from attnconf.reference.precision import round_to
+from attnconf.reference.precision import UNIT_ROUNDOFF, round_to
 
 Array = np.ndarray[Any, Any]
 Level = Literal["layer", "kernel"]
+
+
+def _check_lower_precision(field_name: str, entries: tuple[tuple[str, str, str], ...], dtypes: frozenset[str]) -> None:
+    """Each entry a ``(dtype, lower, why)`` triple: a dtype in `dtypes` once, a less precise float dtype, a reason."""
+    seen: set[str] = set()
+    for entry in entries:
+        if not (isinstance(entry, tuple) and len(entry) == 3 and all(isinstance(x, str) and x for x in entry)):
+            raise invalid(field_name, "(dtype, lower precision, why) triples of non-empty strings", repr(entry))
+        dtype, lower = entry[0], entry[1]
+        if dtype not in dtypes or dtype in seen:
+            raise invalid(field_name, "a dtype in dtypes, declared once", repr(entry))
+        if lower not in FLOAT_DTYPES or UNIT_ROUNDOFF[lower] <= UNIT_ROUNDOFF[dtype]:
+            raise invalid(field_name, f"a float dtype less precise than {dtype!r}", repr(entry))
+        seen.add(dtype)
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,23 @@ class Capabilities:
             out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
             the chapters skip it with `why`, `attnconf list` shows it, and the audit still runs
             its scenarios there, to measure what happens.
+        precision: ``(dtype, as_accurate_as, why)`` triples for a dtype the framework takes and
+            returns but computes (in part) in a lower precision, e.g. ``("float64", "float32",
+            "casts q, k, v to float32 (link)")``: it cannot deliver that dtype's accuracy at all.
+            The chapters still run in `dtype` (inputs and outputs stay in it) and hold the result
+            to the tolerance derived for an honest evaluation in `as_accurate_as`, so an error
+            bigger than that precision's still fails; `attnconf list` and the run summary show
+            the declaration and `why`, and the audit measures the effective precision. Computed
+            per framework release, like every capability (declare it only for the releases
+            measured).
+        scale_precision: ``(dtype, scale_dtype, why)`` triples for a dtype whose evaluation is
+            honest except that the logit scale (or its square root) is computed in the lower
+            `scale_dtype`, e.g. ``("float64", "float32", "tf.cast of a Python float (link)")``:
+            the error model then grants each logit that rounding
+            (`multi_head_attention_error_bound(..., scale_dtype=...)`) and nothing more, so the
+            rest of the evaluation is still held to `dtype`'s accuracy. Chapters without the
+            error model (gradients, row sums, the long chapter) are not widened: declare their
+            failures as bounded departures.
     """
 
     level: Level = "layer"
@@ -79,6 +110,8 @@ class Capabilities:
     fused: bool = False
     notes: str = ""
     limits: tuple[tuple[str, str], ...] = ()
+    precision: tuple[tuple[str, str, str], ...] = ()
+    scale_precision: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in ("layer", "kernel"):
@@ -101,15 +134,32 @@ class Capabilities:
                     raise invalid("limits", f"a dtype left out of dtypes ({what!r} is in dtypes)", repr(entry))
             elif flag is not False:
                 raise invalid("limits", "a dtype left out of dtypes or a capability flag that is False", repr(entry))
+        _check_lower_precision("precision", self.precision, self.dtypes)
+        _check_lower_precision("scale_precision", self.scale_precision, self.dtypes)
 
     def limit(self, what: str) -> str | None:
         """Why the framework cannot do `what` (a dtype or a capability), or None if not declared."""
         return next((why for name, why in self.limits if name == what), None)
 
+    def accuracy(self, dtype: str) -> str:
+        """The precision whose honest evaluation bounds this adapter's errors in `dtype`: `dtype`
+        itself unless `precision` declares a lower one."""
+        return next((lower for name, lower, _ in self.precision if name == dtype), dtype)
+
+    def precision_reason(self, dtype: str) -> str | None:
+        """Why results in `dtype` only have a lower precision's accuracy, or None if not declared."""
+        return next((why for name, _, why in self.precision if name == dtype), None)
+
+    def scale_accuracy(self, dtype: str) -> str | None:
+        """The precision the logit scale is computed in for `dtype`, when declared lower; else None."""
+        return next((lower for name, lower, _ in self.scale_precision if name == dtype), None)
+
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["dtypes"] = [t for t in FLOAT_DTYPES if t in self.dtypes]
         d["limits"] = dict(self.limits)
+        d["precision"] = {name: {"as_accurate_as": lower, "why": why} for name, lower, why in self.precision}
+        d["scale_precision"] = {name: {"scale_in": lower, "why": why} for name, lower, why in self.scale_precision}
         return d
 
 

@@ -32,9 +32,11 @@ import numpy as np
 from attnconf.adapters import _flax_common as fc
 from attnconf.adapters._jax_common import (
     DPA_FLOAT16_LIMIT,
+    DPA_FLOAT64_PRECISION,
     PROCESS_GROUP,
     JitCache,
     dpa_float16_fails,
+    dpa_float64_in_float32,
     jax,
     jax_dtype,
     to_jax,
@@ -85,8 +87,13 @@ def _capabilities(sow: bool) -> Capabilities:
     limits = () if sow or not (release_in("flax", ">0.10.2") and dpa_float16_fails()) else (
         ("float16", "the default call delegates to jax.nn.dot_product_attention (google/flax#4649): "
          + DPA_FLOAT16_LIMIT[1]),)
+    delegates = not sow and release_in("flax", ">0.10.2")
+    precision = ((DPA_FLOAT64_PRECISION[0], DPA_FLOAT64_PRECISION[1],
+                  "the default call delegates to jax.nn.dot_product_attention (google/flax#4649): "
+                  + DPA_FLOAT64_PRECISION[2]),) if delegates and dpa_float64_in_float32() else ()
     return Capabilities(
         level="layer", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in limits}, limits=limits, causal=causal,
+        precision=precision,
         causal_alignment="top_left" if causal else None, causal_with_mask=causal,
         returns_weights=sow, gqa=TAKES["num_kv_heads"], kdim_vdim=False, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,

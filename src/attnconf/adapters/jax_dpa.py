@@ -24,9 +24,11 @@ import numpy as np
 
 from attnconf.adapters._jax_common import (
     DPA_FLOAT16_LIMIT,
+    DPA_FLOAT64_PRECISION,
     PROCESS_GROUP,
     JitCache,
     dpa_float16_fails,
+    dpa_float64_in_float32,
     jax,
     to_jax,
     to_numpy,
@@ -55,6 +57,8 @@ def _from_native(x: Any, dtype: str) -> Array:
 GQA = not release_in("jax", "<0.4.32")
 #: float16 raises under jit on the CPU (`_jax_common.DPA_FLOAT16_LIMIT`)
 LIMITS = (DPA_FLOAT16_LIMIT,) if dpa_float16_fails() else ()
+#: float64 at float32 accuracy: its softmax (`_jax_common.DPA_FLOAT64_PRECISION`)
+PRECISION = (DPA_FLOAT64_PRECISION,) if dpa_float64_in_float32() else ()
 
 
 class JaxDPA(KernelAdapterBase):
@@ -67,7 +71,7 @@ class JaxDPA(KernelAdapterBase):
     modules = ("jax",)
     process_group = PROCESS_GROUP
     capabilities = Capabilities(
-        level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in LIMITS}, limits=LIMITS,
+        level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in LIMITS}, limits=LIMITS, precision=PRECISION,
         causal=True, causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=GQA,
         kdim_vdim=True, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,

@@ -29,7 +29,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters._keras_common import MHAAdapterBase, backend_settings, host_array, keras3, keras3_vjp, numpy_of
+from attnconf.adapters._keras_common import (
+    MHAAdapterBase,
+    backend_settings,
+    float64_precision,
+    float64_scale_precision,
+    host_array,
+    keras3,
+    keras3_vjp,
+    numpy_of,
+)
 from attnconf.adapters.base import Capabilities
 from attnconf.adapters.support import release_in
 
@@ -56,6 +65,7 @@ def _capabilities(backend: str, scores: bool) -> Capabilities:
         level="layer", causal_alignment="top_left", returns_weights=scores, gqa=False, kdim_vdim=kdim_vdim,
         value_dim=value_dim, output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True,
         gradients=True, fused=not scores and backend == "torch",  # the fused path calls torch's SDPA
+        precision=float64_precision(backend, scores), scale_precision=float64_scale_precision(backend),
         notes=f"{path}; no kv heads, no scale argument; biases all or none"
         + ("" if value_dim else f"; {JAX_VALUE_DIM}")
         + ("" if kdim_vdim else "; this Keras requires E_q = E_v (keras-team/keras#20340 lifted it)"),

@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters._keras_common import backend_settings, host_array, keras3, keras3_vjp, numpy_of
+from attnconf.adapters._keras_common import (
+    backend_settings,
+    float64_precision,
+    float64_scale_precision,
+    host_array,
+    keras3,
+    keras3_vjp,
+    numpy_of,
+)
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.reference.attention import project_heads
@@ -64,6 +72,7 @@ class KerasOps(KernelAdapterBase):
             level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=gqa,
             mqa=mqa or not gqa, limits=limits, kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True,
             custom_scale=True, gradients=True, fused=backend == "torch",  # torch's scaled_dot_product_attention
+            precision=float64_precision(backend), scale_precision=float64_scale_precision(backend),
             notes="layer = reference projections around the kernel"
             + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)")
             + ("" if gqa else "; this Keras repeats no kv heads on this backend (keras-team/keras#23081)"),

@@ -48,6 +48,7 @@ class OnnxAttention(KernelAdapterBase):
     capabilities = Capabilities(
         level="kernel", dtypes=common.DTYPES, causal_alignment="top_left", returns_weights=False,
         gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True,
+        scale_precision=common.float64_scale_precision(),
         notes="4-D Q/K/V; projections by the reference; no bfloat16 CPU kernel (onnxruntime#27891)",
     )
 

@@ -56,6 +56,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"{'':<{width}}    dtypes: {', '.join(caps.get('dtypes', []))}; {_flags(caps)}")
             for what, why in (caps.get("limits") or {}).items():  # type: ignore[union-attr]
                 print(f"{'':<{width}}    cannot {what}: {why}")
+            for what, decl in (caps.get("precision") or {}).items():  # type: ignore[union-attr]
+                print(f"{'':<{width}}    {what} at {decl['as_accurate_as']} accuracy: {decl['why']}")
+            for what, decl in (caps.get("scale_precision") or {}).items():  # type: ignore[union-attr]
+                print(f"{'':<{width}}    {what} with the logit scale in {decl['scale_in']}: {decl['why']}")
             if args.capabilities:
                 for k, v in caps.items():
                     print(f"{'':<{width}}      {k} = {v}")

@@ -70,6 +70,17 @@ class Checker:
     def alignment(self) -> str:
         return self.adapter.capabilities.causal_alignment or "top_left"
 
+    @property
+    def precision(self) -> str:
+        """The precision whose honest evaluation bounds the adapter's errors: the dtype, unless the
+        adapter declares that it computes the dtype at a lower one (`Capabilities.precision`).
+
+        Inputs and outputs stay in `dtype`; the same-precision reference, the error model and
+        the derived tolerances use this."""
+        caps = self.adapter.capabilities
+        accuracy = getattr(caps, "accuracy", None)
+        return accuracy(self.dtype) if accuracy is not None else self.dtype
+
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         """The short form Hypothesis prints in a falsifying example."""
         p.text(f"Checker(adapter={self.adapter.name!r}, dtype={self.dtype!r})")
@@ -103,26 +114,29 @@ class Checker:
         "Exact" is the reference evaluated in `exact_precision(dtype)`. Computed once per distinct
         (inputs, weights, alignment, dtype) in a session and shared, read-only (`memo`)."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
-        dtype, alignment = self.dtype, self.alignment
+        dtype, alignment, precision = self.dtype, self.alignment, self.precision
 
         def compute() -> tuple[AttentionOutputs, AttentionOutputs]:
             e = exact_precision(dtype)
             exact = multi_head_attention(as_float64(x, e), weights_float64(w, e), alignment=alignment, dtype=e)  # type: ignore[arg-type]
-            same = multi_head_attention(x, w, alignment=alignment, dtype=dtype)  # type: ignore[arg-type]
+            same = multi_head_attention(x, w, alignment=alignment, dtype=precision)  # type: ignore[arg-type]
             return exact, same
 
-        return memo.cached(("multi_head_attention references", x, w, alignment, dtype), compute)
+        return memo.cached(("multi_head_attention references", x, w, alignment, dtype, precision), compute)
 
     def error_bounds(self, inputs: AttentionInputs, weights: AttentionWeights) -> AttentionOutputs:
         """The first-order error bounds of an honest evaluation in the dtype, per element of the
         output and of the weights (`multi_head_attention_error_bound`), on the rounded inputs."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
-        dtype, alignment = self.dtype, self.alignment
+        precision, alignment = self.precision, self.alignment
+        scale_accuracy = getattr(self.adapter.capabilities, "scale_accuracy", None)
+        scale_dtype = scale_accuracy(self.dtype) if scale_accuracy is not None else None
 
         def compute() -> AttentionOutputs:
-            return multi_head_attention_error_bound(x, w, dtype=dtype, alignment=alignment)  # type: ignore[arg-type]
+            return multi_head_attention_error_bound(x, w, dtype=precision, alignment=alignment,  # type: ignore[arg-type]
+                                                    scale_dtype=scale_dtype)
 
-        return memo.cached(("multi_head_attention error bounds", x, w, alignment, dtype), compute)
+        return memo.cached(("multi_head_attention error bounds", x, w, alignment, precision, scale_dtype), compute)
 
     def visible(self, inputs: AttentionInputs) -> Array:
         """`(B, 1, T, S)`: True where the spec lets query t attend key s (mask and causal flag)."""
@@ -181,7 +195,7 @@ class Checker:
 
         `model` is the first-order error bound per element (`error_bounds`); without it the
         uniform rule applies (tolerances.py)."""
-        tol = derive(exact, same, self.dtype, model)
+        tol = derive(exact, same, self.precision, model)
         errs = measure(got, exact, tol)
         self.records.append({"what": what, "case": case, "dtype": self.dtype, "atol": errs.atol,
                              "reference_error": tol.reference_error, **errs.as_dict()})
@@ -190,7 +204,8 @@ class Checker:
         return errs
 
     def message(self, what: str, case: str, errs: Errors, tol: Tolerance, got: Array, exact: Array) -> str:
-        lines = [f"{what} of adapter {self.adapter.name!r} in {self.dtype}"
+        declared = "" if self.precision == self.dtype else f" (declared accurate to {self.precision} only)"
+        lines = [f"{what} of adapter {self.adapter.name!r} in {self.dtype}{declared}"
                  + (f" (case {case!r})" if case else "")
                  + f" disagrees with the exact reference (evaluated in {exact_precision(self.dtype)})"]
         if errs.nan_mismatch is not None:

@@ -165,7 +165,7 @@ def assert_change(check: Checker, a: Run, b: Run, claim: str, *, what: str = "ou
     sel = np.broadcast_to(True if where is None else where, gb.shape)
     if ma is None or mb is None:  # the uniform rule over the compared entries only
         ea, sa, eb, sb = (np.where(sel, x, 0.0) for x in (ea, sa, eb, sb))
-    tol = derive_change(ea, sa, eb, sb, check.dtype, ma, mb)
+    tol = derive_change(ea, sa, eb, sb, check.precision, ma, mb)
     exact_change = eb - ea
     dev = np.abs((gb - ga) - exact_change)
     dev = np.where(sel, np.where(np.isnan(dev), np.inf, dev), 0.0)
@@ -194,7 +194,7 @@ def assert_close(check: Checker, got: Array, exact: Array, same: Array, claim: s
     sel = np.broadcast_to(True if where is None else where, got.shape)
     if model is None:
         exact, same = np.where(sel, exact, 0.0), np.where(sel, same, 0.0)
-    tol = derive(exact, same, check.dtype, model)
+    tol = derive(exact, same, check.precision, model)
     dev = np.where(sel, np.abs(got - exact), 0.0)
     dev = np.where(np.isnan(dev), np.inf, dev)
     ratio = ratios(dev, tol.bound)

@@ -56,7 +56,7 @@ def test_head_output_within_value_range(adapter, dtype, check, data):
     D_v = v.shape[-1]
     got = np.asarray(r.got.output, np.float64)[..., :D_v]
     model = None if r.bound is None else r.bound.output[..., :D_v]
-    tol = derive(r.exact.output[..., :D_v], r.same.output[..., :D_v], dtype, model)
+    tol = derive(r.exact.output[..., :D_v], r.same.output[..., :D_v], check.precision, model)
     excess = np.maximum(lo - got, got - hi)
     excess = np.where(np.isnan(excess), np.inf, excess)
     ratio = ratios(np.maximum(excess, 0.0), tol.bound)

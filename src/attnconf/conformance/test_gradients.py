@@ -120,7 +120,7 @@ def _layer(adapter: Any, check: Checker, inputs: AttentionInputs, weights: Atten
     e = exact_precision(dtype)
     exact = multi_head_attention_vjp(as_float64(x, e), weights_float64(w, e), np.asarray(cot, storage_dtype(e)),
                                      alignment=check.alignment, dtype=e)
-    same = multi_head_attention_vjp(x, w, cot, alignment=check.alignment, dtype=dtype)
+    same = multi_head_attention_vjp(x, w, cot, alignment=check.alignment, dtype=check.precision)
     return got, exact, same
 
 
@@ -140,7 +140,7 @@ def _kernel(adapter: Any, check: Checker, cfg: Config, rng: np.random.Generator,
     e = exact_precision(dtype)
     exact = scaled_dot_product_attention_vjp(*(np.asarray(a, storage_dtype(e)) for a in (q, k, v, cot)),
                                              dtype=e, **kw)  # type: ignore[arg-type]
-    same = scaled_dot_product_attention_vjp(q, k, v, cot, dtype=dtype, **kw)  # type: ignore[arg-type]
+    same = scaled_dot_product_attention_vjp(q, k, v, cot, dtype=check.precision, **kw)  # type: ignore[arg-type]
     return got, exact, same
 
 
@@ -171,7 +171,7 @@ def _agree(check: Checker, got: Grads, exact: Grads, same: Grads, case: str) -> 
     """Every gradient within its derived tolerance; one failure lists every gradient that is not."""
     failures = []
     for name in exact:
-        tol = derive(exact[name], same[name], check.dtype)
+        tol = derive(exact[name], same[name], check.precision)
         errs = measure(got[name], exact[name], tol)
         what = f"gradient wrt {name}"
         check.records.append({"what": what, "case": case, "dtype": check.dtype, "atol": errs.atol,
@@ -193,7 +193,7 @@ def _zero(check: Checker, got: Grads, exact: Grads, same: Grads, where: dict[str
         if not sel.any():
             raise AssertionError(f"case {case!r} selects no {name} position: the invariant would test nothing")
         assert not np.any(exact[name][sel]), f"reference gradient wrt {name} is not zero where the spec says so"
-        tol = derive(exact[name][sel], same[name][sel], check.dtype)
+        tol = derive(exact[name][sel], same[name][sel], check.precision)
         errs = measure(got[name][sel], exact[name][sel], tol)
         what = f"gradient wrt {name} where it must be zero"
         check.records.append({"what": what, "case": case, "dtype": check.dtype, "atol": errs.atol,

@@ -192,12 +192,14 @@ def test_long_kernel(adapter, dtype, name, check, budget):
     q, k, v, mask = _kernel_inputs(name, case, dtype)
     kw = dict(mask=mask, causal=case.causal, alignment=check.alignment, scale=None)
 
+    precision = check.precision
+
     def reference() -> tuple[Array, Array]:
         exact = chunked_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), dtype="float64", **kw)
-        reorder = {"block_k": REORDER_BLOCK_K} if dtype == "float64" else {}
-        return exact, chunked_attention(q, k, v, dtype=dtype, **kw, **reorder)
+        reorder = {"block_k": REORDER_BLOCK_K} if precision == "float64" else {}
+        return exact, chunked_attention(q, k, v, dtype=precision, **kw, **reorder)
 
-    exact, same = memo.cached(("long chapter kernel", name, dtype, check.alignment), reference)
+    exact, same = memo.cached(("long chapter kernel", name, dtype, precision, check.alignment), reference)
     got = np.asarray(adapter.dot_product_attention(q, k, v, mask, case.causal, None, dtype))
     if got.shape != exact.shape:
         pytest.fail(f"{adapter.name}: dot_product_attention returned shape {got.shape}, "
@@ -217,14 +219,15 @@ def test_long_layer(adapter, dtype, name, check, budget):
                     f"over the chapter's limit of {WEIGHTS_LIMIT / GIB:.0f} GiB")
     inputs, weights = _layer_inputs(name, case)
     x, w = inputs.astype(dtype), weights.astype(dtype)
+    precision = check.precision
 
     def reference() -> tuple[Array, Array]:
         exact = chunked_multi_head_attention(as_float64(x), weights_float64(w), alignment=check.alignment,
                                              dtype="float64")
-        same = chunked_multi_head_attention(x, w, alignment=check.alignment, dtype=dtype,
-                                            block_k=REORDER_BLOCK_K if dtype == "float64" else None)
+        same = chunked_multi_head_attention(x, w, alignment=check.alignment, dtype=precision,
+                                            block_k=REORDER_BLOCK_K if precision == "float64" else None)
         return exact.output, same.output
 
-    exact, same = memo.cached(("long chapter layer", name, dtype, check.alignment), reference)
+    exact, same = memo.cached(("long chapter layer", name, dtype, precision, check.alignment), reference)
     got = check.layer(inputs, weights)
     check.close(got.output, exact, same, what="output", case=name)

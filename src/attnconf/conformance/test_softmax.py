@@ -47,7 +47,7 @@ def test_weights_are_distributions(adapter, dtype, check, data):
         fail(check, claim, [f"weight {w[i]:.8g} < 0 at index {i} (B, H, T, S)"])
     sums = w.sum(axis=-1)
     same = np.asarray(r.same.weights, dtype=np.float64).sum(axis=-1)
-    tol = derive(np.ones_like(sums), same, check.dtype)
+    tol = derive(np.ones_like(sums), same, check.precision)
     i = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.abs(sums - 1))), sums.shape))
     invariants.record(check, "weight row sums", claim, tol.atol, tol.reference_error, float(abs(sums[i] - 1)), i)
     if not abs(sums[i] - 1) <= tol.atol:
@@ -93,7 +93,7 @@ def test_large_logits_stay_finite(adapter, dtype, check, data):
     hi = np.where(visible, contrib[:, :, None], -np.inf).max(axis=3).sum(axis=1)
     if w.output_bias is not None:
         lo, hi = lo + w.output_bias, hi + w.output_bias
-    tol = derive(r.exact.output, r.same.output, dtype, None if r.bound is None else r.bound.output)
+    tol = derive(r.exact.output, r.same.output, check.precision, None if r.bound is None else r.bound.output)
     got = np.asarray(r.got.output, np.float64)
     excess = np.maximum(lo - got, got - hi)
     ratio = ratios(np.maximum(excess, 0.0), tol.bound)

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 Array = np.ndarray[Any, Any]
 
+#: Roundings a scale computed in a lower precision may carry: the scale itself, a square root
+#: and a product (``fl(sqrt(fl(s)))^2`` scaling both the query and the key).
+SCALE_ROUNDINGS = 3
+
 #: The smallest normal number of each precision: the error flush-to-zero may make.
 TINY = {
     "float64": float(np.finfo(np.float64).tiny),
@@ -98,6 +102,7 @@ def multi_head_attention_error_bound(
     *,
     dtype: str,
     alignment: Alignment = "top_left",
+    scale_dtype: str | None = None,
 ) -> AttentionOutputs:
     """First-order error bounds of an honest evaluation of `multi_head_attention` in `dtype`.
 
@@ -107,6 +112,10 @@ def multi_head_attention_error_bound(
         weights: canonical kernels and optional biases, already rounded to `dtype`.
         dtype: the precision of the evaluation bounded (float64, float32, float16, bfloat16).
         alignment: the causal alignment `inputs.causal` means.
+        scale_dtype: the precision the logit scale is computed in, when it is lower than `dtype`
+            (a framework that rounds the scale, or its square root, to float32 in a float64
+            evaluation): each logit then carries ``SCALE_ROUNDINGS * u_scale |l|`` more, which
+            reaches the weights and outputs like every logit error. None: `dtype`.
 
     Returns:
         `AttentionOutputs` whose `output` `(B, T, E_out)` and `weights` `(B, H, T, S)` hold the
@@ -139,6 +148,10 @@ def multi_head_attention_error_bound(
     abs_qk = s * np.einsum("bhtd,bhsd->bhts", np.abs(q), np.abs(k))
     e_l = s * (np.einsum("bhtd,bhsd->bhts", e_q, np.abs(k)) + np.einsum("bhtd,bhsd->bhts", np.abs(q), e_k))
     e_l = e_l + (bounds.gamma(D_k) + u) * abs_qk + 3 * u * np.abs(logits)
+    if scale_dtype is not None and check_dtype_name("scale_dtype", scale_dtype) != dtype:
+        if UNIT_ROUNDOFF[scale_dtype] <= u:
+            raise invalid("scale_dtype", f"a precision lower than dtype {dtype!r}", repr(scale_dtype))
+        e_l = e_l + SCALE_ROUNDINGS * UNIT_ROUNDOFF[scale_dtype] * np.abs(logits)
     visible = np.broadcast_to(_visible(inputs, T, S, alignment), logits.shape)
     row_max = np.max(np.where(visible, logits, -np.inf), axis=-1, keepdims=True)
     any_visible = np.isfinite(row_max)
