@@ -198,7 +198,7 @@ def _audit_departures(audit: dict[str, Any]) -> list[tuple[str, list[tuple[str, 
     for sid, sc in audit["scenarios"].items():
         ref = layout.reference_outcome(sc)
         cells = [(name, r["outcome"]) for name, r in sc["results"].items()
-                 if layout.cell_kind(r["outcome"], sc, ref) in ("diff", "broken")]
+                 if layout.result_kind(r, sc, ref) in ("diff", "broken")]
         if cells:
             found.append((sid, cells))
     return found
