@@ -58,19 +58,36 @@ class AdapterBase:
         if cls.first_release is not None:
             distribution, first, lack = cls.first_release
             if release_in(distribution, f"<{first}"):
-                return f"{distribution} {importlib.metadata.version(distribution)} {lack}"
+                return f"{distribution} {installed_version(distribution)} {lack}"
         return None
 
 
-def distribution_versions(distributions: tuple[str, ...]) -> dict[str, str]:
-    """Installed versions of `distributions` (missing ones are left out)."""
-    out: dict[str, str] = {}
-    for dist in distributions:
+#: Distributions that install a framework's importable package under another name; a version is
+#: reported under the framework's own name (``tensorflow``) whichever of them installed it.
+ALTERNATIVE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow-intel", "tensorflow-macos", "tensorflow-gpu", "tf-nightly",
+                   "tf-nightly-cpu", "tf-nightly-intel", "tf-nightly-macos"),
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "ort-nightly"),
+    "torch": ("torch-nightly",),
+}
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of `distribution`, or of the first alternative distribution that
+    installs the same package (`ALTERNATIVE_DISTRIBUTIONS`: ``tensorflow-cpu`` for ``tensorflow``);
+    None when none is installed. Reads package metadata only."""
+    for name in (distribution, *ALTERNATIVE_DISTRIBUTIONS.get(distribution, ())):
         try:
-            out[dist] = importlib.metadata.version(dist)
+            return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+            continue
+    return None
+
+
+def distribution_versions(distributions: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of `distributions` by name (missing ones are left out; see `installed_version`)."""
+    found = {dist: installed_version(dist) for dist in distributions}
+    return {dist: version for dist, version in found.items() if version is not None}
 
 
 def release_in(distribution: str, specifier: str) -> bool:
@@ -81,11 +98,8 @@ def release_in(distribution: str, specifier: str) -> bool:
     """
     from packaging.specifiers import SpecifierSet
 
-    try:
-        installed = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return SpecifierSet(specifier).contains(installed, prereleases=True)
+    installed = installed_version(distribution)
+    return installed is not None and SpecifierSet(specifier).contains(installed, prereleases=True)
 
 
 class KernelAdapterBase(AdapterBase):
