@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionOutputs
 from attnconf.adapters.worker import AdapterCallError, WorkerError
+from attnconf.contract import AttentionOutputs
 
 if TYPE_CHECKING:
     from attnconf.audit.probes import Probe

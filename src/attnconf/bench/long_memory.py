@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import registry
-from attnconf.bench.memory import MIB, PeakRss
+from attnconf.memory import MIB, PeakRss
 from attnconf.conformance import test_long as chapter
 
 
