@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionOutputs
 from attnconf.adapters.worker import AdapterCallError, WorkerError
+from attnconf.contract import AttentionOutputs
 from attnconf.reference._checks import FLOAT_DTYPES
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
-from attnconf.bench.memory import MIB, default_budget, format_size, parse_size
 from attnconf.commands import sessions
 from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from attnconf.memory import MIB, default_budget, format_size, parse_size
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SUMMARY_SCHEMA = "attnconf.summary/1"

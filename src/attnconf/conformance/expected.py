@@ -89,7 +89,7 @@ class Difference:
     def version_in_range(self) -> bool:
         from packaging.requirements import Requirement
 
-        from attnconf.adapters.support import installed_version
+        from attnconf.contract import installed_version
 
         for spec in self.versions:
             req = Requirement(spec)
