@@ -7,8 +7,8 @@ chapters run as they run any other:
         --adapter numpy_kernel:NumpyKernel --dtype float32 -q
 
 It is written from the formula, not on `attnconf.reference`, so that the chapters have something
-to check: a wrong scale, a transposed mask or a kv head read by the wrong query head fails them.
-Only the precision helpers (`round_to`, `storage_dtype`) come from attnconf, to hand results back in
+to check: a wrong scale, an inverted mask or a kv head read by the wrong query head fails them.
+Only the precision helper `round_to` comes from attnconf, to hand results back in
 the contract's representation (bfloat16 as float32 arrays holding bfloat16 values).
 
 Contract (`attnconf.adapters.base.KernelAdapter`), shapes:
@@ -19,7 +19,7 @@ Contract (`attnconf.adapters.base.KernelAdapter`), shapes:
     mask  (B, H, T, S) bool   True = may attend, or None
     causal                    the causal mask with the alignment declared in `capabilities`
     scale                     the logit scale; None means 1/sqrt(D_k)
-    ->    (B, H, T, D_v)      the heads' outputs, in `storage_dtype(dtype)`
+    ->    (B, H, T, D_v)      the heads' outputs, rounded to `dtype` (bfloat16 kept in float32)
 
 `KernelAdapterBase` supplies `multi_head_attention` (the reference's projections around this
 kernel), so the layer-level chapters run too.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters.base import Capabilities, KernelAdapterBase
-from attnconf.reference import round_to, storage_dtype
+from attnconf.reference import round_to
 
 Array = np.ndarray[Any, Any]
 
@@ -142,4 +142,4 @@ class NumpyKernel(KernelAdapterBase):
         d_k = d_k.reshape(B, H_kv, group, S, D_k).sum(axis=2)
         d_v = d_v.reshape(B, H_kv, group, S, v.shape[3]).sum(axis=2)
         grads = {"q": d_q, "k": d_k, "v": d_v}
-        return {name: round_to(g, dtype).astype(storage_dtype(dtype), copy=False) for name, g in grads.items()}
+        return {name: round_to(g, dtype) for name, g in grads.items()}  # in the storage dtype of `dtype`
