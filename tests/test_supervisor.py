@@ -26,9 +26,27 @@ def stall_run(tmp_path_factory):
     `stall.hangs-in-one`, with a short call timeout and a long adapter timeout."""
     out = tmp_path_factory.mktemp("report")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "attnconf.cli", "run", "-o", str(out), "--no-audit", "--dtype", "float64",
-           "--timeout", "600", "--call-timeout", str(CALL_TIMEOUT), "--pytest-args", f"-k '{SELECTION}'",
-           "--adapter", "stalling:Slow", "--adapter", "stalling:HangsInOneTest"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "attnconf.cli",
+        "run",
+        "-o",
+        str(out),
+        "--no-audit",
+        "--dtype",
+        "float64",
+        "--timeout",
+        "600",
+        "--call-timeout",
+        str(CALL_TIMEOUT),
+        "--pytest-args",
+        f"-k '{SELECTION}'",
+        "--adapter",
+        "stalling:Slow",
+        "--adapter",
+        "stalling:HangsInOneTest",
+    ]
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     wall = time.monotonic() - started
@@ -51,7 +69,9 @@ def test_a_hung_test_is_reported_within_the_call_timeout(stall_run):
     assert wall < 600, "the run waited for --timeout, not --call-timeout"
     # the tests before the one that hung are counted (the same tests, in the same order, as `stall.slow`'s)
     slow_tests = json.loads((out / adapters["stall.slow"]["results"]).read_text())["tests"]
-    before = [t["nodeid"] for t in slow_tests].index(next(t["nodeid"] for t in slow_tests if stalling.HANG_IN in t["nodeid"]))
+    before = [t["nodeid"] for t in slow_tests].index(
+        next(t["nodeid"] for t in slow_tests if stalling.HANG_IN in t["nodeid"])
+    )
     assert before > 0 and hung["counts"] == {"passed": before}, hung
 
 
@@ -82,11 +102,17 @@ def test_what_a_session_measured_crosses_as_json_exactly(tmp_path):
     capture[0, 0, 0, 0] = np.nan
     half = rng.random((2, 3)).astype(ml_dtypes.bfloat16)
     bank = BankAttention(("a bank",), (("a", "bank"),), (1,), (rng.random((2, 3, 2)),))
-    m = {"audit": {"numpy": {"entry": {"status": "ok", "duration_s": np.float64(0.25)},
-                             "results": {"s1": Result("matches", "fine", {"max": np.float32(1e-7), "bad": float("inf")})},
-                             "example": None,
-                             "captures": {"p1": ("float32", capture), "p2": ("bfloat16", half), "p3": ("float64", "raised X")}}},
-         "bank": {"numpy": {"name": "numpy", "dtype": "float64", "bank": bank, "none": None, "png": b"\x89PNG\x00"}}}
+    m = {
+        "audit": {
+            "numpy": {
+                "entry": {"status": "ok", "duration_s": np.float64(0.25)},
+                "results": {"s1": Result("matches", "fine", {"max": np.float32(1e-7), "bad": float("inf")})},
+                "example": None,
+                "captures": {"p1": ("float32", capture), "p2": ("bfloat16", half), "p3": ("float64", "raised X")},
+            }
+        },
+        "bank": {"numpy": {"name": "numpy", "dtype": "float64", "bank": bank, "none": None, "png": b"\x89PNG\x00"}},
+    }
     (tmp_path / "sessions").mkdir()
     text = measured.dumps(m)
     (tmp_path / "sessions" / "numpy.audit.json").write_text(text)

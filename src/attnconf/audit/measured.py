@@ -122,4 +122,5 @@ def array_from_json(d: dict[str, Any]) -> np.ndarray[Any, Any]:
 
         dtype = np.dtype(getattr(ml_dtypes, d["dtype"]))
     data = base64.b64decode(d["base64"])
-    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(d["shape"])
+    arr: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(d["shape"])
+    return arr
