@@ -12,6 +12,7 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.cli import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from attnconf.commands.interrupt import sigterm_raises_interrupt
 
 DEFAULT_OUT = "attnconf-report"
 
@@ -90,10 +91,6 @@ def _departures(report: dict[str, Any]) -> int:
     return n
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: argparse.Namespace) -> int:
     if args.list_scenarios:
         return _list_scenarios()
@@ -109,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     out = Path(args.output)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = sigterm_raises_interrupt()
     try:
         extra = []
         if not args.no_bank:

@@ -18,13 +18,13 @@ import tempfile
 import textwrap
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
 from attnconf.commands import sessions
+from attnconf.commands.interrupt import sigterm_raises_interrupt
 from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from attnconf.memory import MIB, default_budget, format_size, parse_size
 from attnconf.reference._checks import FLOAT_DTYPES
@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", action="append", choices=FLOAT_DTYPES, help="precisions to test (repeatable; default all)")
     parser.add_argument("--no-audit", action="store_true", help="skip the behaviour audit")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one adapter's conformance run may take (default 900)")
+    parser.add_argument("--call-timeout", type=float, default=sessions.DEFAULT_CALL_TIMEOUT, metavar="SECONDS",
+                        help="seconds one test may run with no test starting or finishing before its session is "
+                             "stopped and the adapter reported as hung in that test (default "
+                             f"{sessions.DEFAULT_CALL_TIMEOUT:.0f})")
     parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="sessions (process groups) run in parallel (default: 2)")
     parser.add_argument("--allow-failures", action="store_true",
                         help="exit 0 when the only problems are conformance failures (for version matrices)")
@@ -115,10 +119,6 @@ def select_for_run(specs: list[str] | None) -> tuple[list[registry.AdapterHandle
     return runnable, [], broken
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError(f"Received an invalid value for argument `--jobs`, expected a positive integer. Received: jobs={args.jobs}")
@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     (stage / "results").mkdir()
     (stage / "logs").mkdir()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = sigterm_raises_interrupt()
     done: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
@@ -152,16 +152,10 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  [{len(done) - len(broken)}/{len(handles)}] {r['status']:<7} {r['name']}: {detail} "
                       f"({r['seconds']:.1f} s{peak}; at {_clock(started)})", file=sys.stderr)
 
-        sessions.stopping.clear()  # a previous run in this process may have stopped them
-        pool = ThreadPoolExecutor(max_workers=args.jobs)
-        groups = sessions.plan(handles, sessions.previous_seconds(out))
-        futures = [pool.submit(sessions.run_group, group, args, stage, report) for group in groups]
-        try:
-            for fut in as_completed(futures):
-                fut.result()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-            sessions.kill_children()
+        supervisor = sessions.Supervisor(stage, report, timeout=args.timeout, call_timeout=args.call_timeout,
+                                         memory_budget=args.memory_budget, dtypes=args.dtype or [],
+                                         audit=not args.no_audit, pytest_args=args.pytest_args)
+        supervisor.run(handles, args.jobs, sessions.previous_seconds(out))
         done.sort(key=lambda r: r["name"])
         audit_info = None
         if not args.no_audit:

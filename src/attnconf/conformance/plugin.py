@@ -47,10 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write per-test results (outcome, errors, tolerance) as JSON to PATH")
     group.addoption("--attnconf-progress", default=None, metavar="PATH",
                     help="run the tests adapter by adapter and append one JSON line per event to PATH "
-                         "(an adapter's start, each test's result): how `attnconf run` follows a session")
+                         "(an adapter's start, each test's begin, result and finish): how `attnconf run` follows a session")
     group.addoption("--attnconf-audit", default=None, metavar="PATH",
-                    help="after the tests, audit the selected adapters in this process and pickle the "
-                         "measurements to PATH (how `attnconf run` audits without importing each framework again)")
+                    help="after the tests, audit the selected adapters in this process and write the "
+                         "measurements to PATH as JSON (how `attnconf run` audits without importing each framework again)")
     group.addoption("--attnconf-weights", default=None, metavar="FILE",
                     help="also check agreement on these canonical weights (.npz or .safetensors)")
     group.addoption("--attnconf-long", action="store_true", default=False,
@@ -87,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "attnconf: a conformance test parametrised over adapters")
     config.addinivalue_line("markers", "chapter(name): the spec chapter a conformance test checks")
     config.stash[_RECORDS] = []
+    if config.getoption("attnconf_progress", None):
+        config.pluginmanager.register(_Heartbeat(config), "attnconf-heartbeat")
     # The chapters' Hypothesis profile: the user's --hypothesis-profile, else `ci` (profiles.py).
     profiles.configure(config.getoption("hypothesis_profile", None), config.getoption("hypothesis_seed", None))
 
@@ -426,6 +428,20 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                                 "versions": adapter_versions(adapter)})
 
 
+class _Heartbeat:
+    """With ``--attnconf-progress``: each test's begin and finish (its teardown included) as events,
+    the heartbeat by which `attnconf run` tells a hung test (``--call-timeout``) from a slow adapter."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        _progress(self.config, {"event": "begin", "nodeid": nodeid, "time": time.time()})
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        _progress(self.config, {"event": "finish", "nodeid": nodeid, "time": time.time()})
+
+
 def _progress(config: pytest.Config, event: dict[str, Any]) -> None:
     """Append `event` as one JSON line to ``--attnconf-progress`` (flushed: a reader may be waiting)."""
     path = config.getoption("attnconf_progress")
@@ -514,23 +530,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _audit_here(st: dict[str, Any], path: str) -> None:
     """The behaviour audit and the real-weights pictures of this session's adapters, measured here
-    and pickled to `path` for `attnconf run` (its own process reads them). If this fails, `path` is
-    not written and `attnconf run` audits these adapters in worker processes instead."""
-    import pickle
-
-    from attnconf.atomicio import write_bytes_atomic
+    and written to `path` as JSON (`attnconf.audit.measured`) for `attnconf run`. If this fails, `path`
+    is not written and `attnconf run` audits these adapters in worker processes instead."""
+    from attnconf.atomicio import write_text_atomic
+    from attnconf.audit import measured as transfer
     from attnconf.audit.bank import bank_row
     from attnconf.audit.runner import measure_here
 
     adapters = st["adapters"]
     try:
         measured = {"audit": measure_here(adapters, st["handles"]), "bank": {a.name: bank_row(a) for a in adapters}}
-        data = pickle.dumps(measured, protocol=pickle.HIGHEST_PROTOCOL)
+        data = transfer.dumps(measured)
     except Exception as err:  # the conformance results stand; the audit is taken elsewhere
         warnings.warn(f"attnconf: the in-session audit failed ({type(err).__name__}: {err}); "
                       "attnconf run audits these adapters in worker processes", stacklevel=1)
         return
-    write_bytes_atomic(path, data)
+    write_text_atomic(path, data)
 
 
 def _json_default(obj: Any) -> Any:
