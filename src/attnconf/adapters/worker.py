@@ -30,6 +30,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
+from attnconf.adapters.traits import traits
 from attnconf.bench.memory import format_size, peak_rss_bytes, rss_bytes
 
 _HEADER = struct.Struct("!Q")
@@ -192,16 +193,20 @@ class RemoteAdapter:
     """A proxy for an adapter running in a worker process."""
 
     def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str | None = None):
+        t = traits(cls)
         self.spec = spec
         self.cls = cls
         self.name = cls.name
         self.capabilities = cls.capabilities
-        self.framework = getattr(cls, "framework", "")
-        self.api = getattr(cls, "api", "")
+        self.framework, self.api, self.distributions = t.framework, t.api, t.distributions
+        self.environment = t.env
         # `group` isolates an adapter that declares no process group (e.g. to survive its crash)
-        self.process_group = group or cls.process_group
-        self.expected_differences = list(getattr(cls, "expected_differences", None) or [])
-        self._worker = pool.worker(self.process_group, dict(getattr(cls, "environment", {})))
+        self.process_group = group or t.process_group
+        if not self.process_group:
+            raise ValueError(f"adapter {self.name!r} declares no process_group and none was given: "
+                             "a worker proxy needs a group (attnconf.adapters.placement names one)")
+        self.expected_differences = list(t.expected_differences)
+        self._worker = pool.worker(self.process_group, self.environment)
 
     def versions(self) -> dict[str, str]:
         return dict(self._worker.call(self.spec, "versions"))

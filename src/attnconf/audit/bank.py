@@ -137,17 +137,18 @@ def bank_section(adapters: Sequence[Any] = (), rows: Sequence[dict[str, Any]] = 
 
 def bank_section_for_handles(handles: Sequence[Any], timeout: float | None = None,
                              measured: dict[str, dict[str, Any]] | None = None) -> tuple[str, str]:
-    """`bank_section` for registry handles (`registry.select`): adapters that declare a process
-    group run in worker processes, as in the conformance run; unavailable handles are left out.
+    """`bank_section` for registry handles (`registry.select`): every adapter runs in a worker process
+    (`attnconf.adapters.placement`, isolation "all"); unavailable handles are left out.
     `measured` holds rows already measured (`bank_row`) by adapter name; they keep their place."""
-    from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
+    from attnconf.adapters.placement import open_adapter
+    from attnconf.adapters.worker import DEFAULT_TIMEOUT, WorkerPool
 
     measured = measured or {}
     pool = WorkerPool(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
     try:
         # every adapter in a worker process: one that aborts costs only its own pictures
         rows = [measured[h.name] if h.name in measured else
-                bank_row(RemoteAdapter(h.spec, h.obj, pool, getattr(h.obj, "process_group", None) or f"bank:{h.name}"))
+                bank_row(open_adapter(h, pool, "all", own_group=f"bank:{h.name}")[0])
                 for h in handles if h.available]
         return bank_section(rows=rows)
     finally:

@@ -1,7 +1,7 @@
 """Running the audit: every selected adapter through every scenario, each adapter in a worker process.
 
-Adapters run behind `attnconf.adapters.worker` proxies: by default (isolation "all") every adapter
-runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
+Where each adapter runs is `attnconf.adapters.placement`'s decision: by default (isolation "all") every
+adapter runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
 keeps adapters without a group in this process (as the pytest plugin does); "none" runs everything
 here. Adapters of different workers run in parallel lanes (`jobs`); the report does not depend on the
 order they finish in. A worker that crashes or hangs (killed after `timeout` seconds per call) costs
@@ -27,7 +27,9 @@ import numpy as np
 
 from attnconf import __version__
 from attnconf.adapters import registry
-from attnconf.adapters.worker import AdapterCallError, RemoteAdapter, WorkerError, WorkerPool
+from attnconf.adapters.placement import ISOLATION, open_adapter
+from attnconf.adapters.traits import traits
+from attnconf.adapters.worker import AdapterCallError, WorkerError, WorkerPool
 from attnconf.audit import schema
 from attnconf.audit.measure import codepaths, outputs
 from attnconf.audit.measure.common import base
@@ -35,7 +37,6 @@ from attnconf.audit.observe import Context, Result, run_scenario
 from attnconf.audit.scenarios import GROUPS, Scenario, select
 
 DEFAULT_TIMEOUT = 120.0
-ISOLATION = ("all", "auto", "none")
 Progress = Callable[[str], None]
 
 
@@ -52,20 +53,6 @@ class _Cancelled(Exception):
     pass
 
 
-class _Isolated(RemoteAdapter):
-    """A worker-process proxy for an adapter that declares no `process_group` (it gets its own worker)."""
-
-    def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str):
-        self.spec = spec
-        self.cls = cls
-        self.name = cls.name
-        self.capabilities = cls.capabilities
-        self.framework = getattr(cls, "framework", "")
-        self.api = getattr(cls, "api", "")
-        self.process_group = group
-        self._worker = pool.worker(group, dict(getattr(cls, "environment", {}) or {}))
-
-
 @dataclass
 class _Audited:
     """One adapter's part of the report, filled by its lane."""
@@ -79,28 +66,14 @@ class _Audited:
 
 
 def _entry(handle: registry.AdapterHandle, status: str, reason: str | None) -> dict[str, Any]:
-    obj = handle.obj
-    caps = getattr(obj, "capabilities", None)
+    t = traits(handle.obj)
+    caps = getattr(handle.obj, "capabilities", None)
     return {
-        "framework": str(getattr(obj, "framework", "") or ""), "api": str(getattr(obj, "api", "") or ""),
+        "framework": t.framework, "api": t.api,
         "level": getattr(caps, "level", None), "source": handle.source, "versions": {},
         "capabilities": caps.as_dict() if caps is not None else {}, "status": status, "reason": reason,
         "duration_s": 0.0,
     }
-
-
-def _proxy(handle: registry.AdapterHandle, pool: WorkerPool, isolation: str) -> tuple[Any, Any]:
-    """(adapter, lane key): adapters sharing a worker share a lane."""
-    group = getattr(handle.obj, "process_group", None)
-    if isolation == "none" or (isolation == "auto" and not group):
-        return registry.instantiate(handle.obj), "in-process"
-    if group:
-        adapter: Any = RemoteAdapter(handle.spec, handle.obj, pool)
-    else:
-        group = f"audit:{handle.spec}"
-        adapter = _Isolated(handle.spec, handle.obj, pool, group)
-    env = tuple(sorted((getattr(handle.obj, "environment", {}) or {}).items()))
-    return adapter, (group, env)
 
 
 def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], cancel: threading.Event,
@@ -228,11 +201,12 @@ def run_audit(
             m = measured[h.name]
             items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
             continue
-        adapter, lane = _proxy(h, pool, isolation)
+        # every adapter without a process group gets its own worker (isolation "all")
+        adapter, where = open_adapter(h, pool, isolation, own_group=f"audit:{h.spec}")
         item = _Audited(h, {**_entry(h, "ok", None),
-                            "measured_in": "audit process" if lane == "in-process" else "audit worker"})
+                            "measured_in": "audit process" if where.in_process else "audit worker"})
         items.append(item)
-        lanes.setdefault(lane, []).append((item, adapter))
+        lanes.setdefault(where.lane, []).append((item, adapter))
     ran = [i for i in items if i.entry["status"] == "ok"]
     say(f"audit: {len(ran)} adapters, {len(items) - len(ran)} skipped, {len(chosen)} scenarios, "
         f"{len(lanes)} worker lanes" + (f"; {sum(1 for i in ran if i.done)} measured in their conformance session"
