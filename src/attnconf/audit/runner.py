@@ -151,7 +151,8 @@ def _device() -> str:
 def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHandle],
                  scenarios: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Audit `adapters` (instances, in this process; `handles` are their registry handles) and
-    return each one's measurements by name, for `run_audit(measured=...)` in another process.
+    return each one's measurements by name, for `run_audit(measured=...)` in another process:
+    plain JSON values (`json.dumps` takes them; captured arrays keep their dtype and every bit).
 
     `attnconf run` calls this at the end of a conformance session, where the framework is
     already imported: the audit then costs its scenarios, not another import per adapter.
@@ -163,9 +164,27 @@ def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHand
         item = _Audited(by_name[adapter.name], {**_entry(by_name[adapter.name], "ok", None),
                                                  "measured_in": "conformance session"})
         _audit_adapter(item, adapter, per_adapter, threading.Event(), lambda line: None)
-        out[adapter.name] = {"entry": item.entry, "results": item.results, "example": item.example,
-                             "captures": item.captures}
+        out[adapter.name] = _measurement(item)
     return out
+
+
+def _measurement(item: _Audited) -> dict[str, Any]:
+    """One adapter's measurements as plain JSON values (what crosses from a conformance session)."""
+    results = {sid: {"outcome": r.outcome, "detail": r.detail, "evidence": r.evidence} for sid, r in item.results.items()}
+    captures = {probe: [dtype, got if isinstance(got, str) else
+                        {"dtype": str(got.dtype), "shape": list(got.shape), "data": got.ravel().tolist()}]
+                for probe, (dtype, got) in item.captures.items()}
+    return {"entry": schema.jsonable(item.entry), "results": schema.jsonable(results),
+            "example": schema.jsonable(item.example), "captures": captures}
+
+
+def _from_measurement(handle: registry.AdapterHandle, m: dict[str, Any]) -> _Audited:
+    """The inverse of `_measurement` (captured arrays exactly as they were; results as the report writes them)."""
+    captures = {probe: (dtype, got if isinstance(got, str) else
+                        np.asarray(got["data"], dtype=got["dtype"]).reshape(got["shape"]))
+                for probe, (dtype, got) in m["captures"].items()}
+    results = {sid: Result(r["outcome"], r["detail"], r["evidence"]) for sid, r in m["results"].items()}
+    return _Audited(handle, m["entry"], results, m["example"], captures, done=True)
 
 
 def run_audit(
@@ -198,8 +217,7 @@ def run_audit(
             items.append(_Audited(h, _entry(h, "skipped", h.missing or "not available"), done=True))
             continue
         if measured and h.name in measured:
-            m = measured[h.name]
-            items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
+            items.append(_from_measurement(h, measured[h.name]))
             continue
         # every adapter without a process group gets its own worker (isolation "all")
         adapter, where = open_adapter(h, pool, isolation, own_group=f"audit:{h.spec}")
