@@ -30,6 +30,16 @@ class WithEnvironment(NumpyAdapter):
         return {VARIABLE: os.environ.get(VARIABLE, "unset")}
 
 
+class Where:
+    """A helper built next to an adapter: which process it is in, and the adapter it holds."""
+
+    def __init__(self, adapter: object):
+        self.adapter = adapter
+
+    def describe(self) -> dict[str, object]:
+        return {"pid": os.getpid(), "adapter": type(self.adapter).__name__, VARIABLE: os.environ.get(VARIABLE)}
+
+
 def handle(cls: type) -> registry.AdapterHandle:
     return registry.AdapterHandle(f"test_placement:{cls.__name__}", cls.name, cls, None, "path")
 
@@ -75,6 +85,12 @@ def test_an_environment_this_process_lacks_gets_a_worker_that_has_it(
     env = ((VARIABLE, "from-the-adapter"),)
     assert where == placement.Placement("worker", f"own:{h.spec}", env) and where.lane == (f"own:{h.spec}", env)
     assert adapter.versions() == {VARIABLE: "from-the-adapter"}  # measured in the worker process
+    # a helper built beside it lives in that worker too, next to the adapter instance
+    there = placement.beside(adapter, Where).describe()
+    assert there == {"pid": there["pid"], "adapter": "WithEnvironment", VARIABLE: "from-the-adapter"}
+    assert there["pid"] != os.getpid()
+    here = placement.beside(placement.build(h, placement.Placement("in-process"), pool), Where).describe()
+    assert here == {"pid": os.getpid(), "adapter": "WithEnvironment", VARIABLE: None}
     # where this process already has the environment (an `attnconf run` session), the adapter runs here
     monkeypatch.setenv(VARIABLE, "from-the-adapter")
     assert placement.place(h, "auto").in_process

@@ -15,6 +15,8 @@ does both. The decision depends on the adapter's declared `process_group` and `e
     (`own_group`), so that its crash costs only itself.
 
 Adapters placed in the same group with the same environment share one worker (`Placement.lane`).
+`beside(adapter, Helper)` builds a helper next to the adapter, wherever it was placed (the audit
+measures an adapter this way, in the process where the adapter lives).
 """
 
 from __future__ import annotations
@@ -86,3 +88,12 @@ def open_adapter(
     """`(adapter, placement)`: `place` then `build`."""
     where = place(handle, isolation, own_group)
     return build(handle, where, pool), where
+
+
+def beside(adapter: Any, helper: type[Any]) -> Any:
+    """`helper(adapter)` built where `adapter` lives: here for an instance, in its worker process for a
+    `RemoteAdapter` (then a proxy: the helper's method arguments and results cross the pipe, so they
+    must be plain data, and a worker that dies raises `WorkerError` from the call)."""
+    if isinstance(adapter, RemoteAdapter):
+        return adapter.beside(f"{helper.__module__}:{helper.__qualname__}")
+    return helper(adapter)

@@ -4,8 +4,9 @@ Where each adapter runs is `attnconf.adapters.placement`'s decision: by default 
 adapter runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
 keeps adapters without a group in this process (as the pytest plugin does); "none" runs everything
 here. Adapters of different workers run in parallel lanes (`jobs`); the report does not depend on the
-order they finish in. A worker that crashes or hangs (killed after `timeout` seconds per call) costs
-that adapter the rest of its scenarios: its status is ``crashed`` with the reason, and the audit goes on.
+order they finish in. Each adapter is measured where it lives (`adapter_audit.AdapterAudit`, one call
+per scenario), so what comes back from a worker is plain JSON. A worker that crashes or hangs (killed
+after `timeout` seconds in one scenario) costs that adapter the rest of its scenarios: its status is ``crashed`` with the reason, and the audit goes on.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import numpy as np
 
 from attnconf import __version__
 from attnconf.adapters import registry
-from attnconf.adapters.placement import ISOLATION, open_adapter
+from attnconf.adapters.placement import ISOLATION, beside, open_adapter
 from attnconf.adapters.traits import traits
 from attnconf.adapters.worker import AdapterCallError, WorkerError, WorkerPool
 from attnconf.audit import schema
-from attnconf.audit.measure import codepaths, outputs
+from attnconf.audit.adapter_audit import AdapterAudit, decode_captures, result_json
+from attnconf.audit.measure import codepaths
 from attnconf.audit.measure.common import base
-from attnconf.audit.observe import Context, Result, run_scenario
 from attnconf.audit.scenarios import GROUPS, Scenario, select
 
 DEFAULT_TIMEOUT = 120.0
@@ -59,9 +60,9 @@ class _Audited:
 
     handle: registry.AdapterHandle
     entry: dict[str, Any]
-    results: dict[str, Result] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by scenario id: outcome, detail, evidence
     example: dict[str, Any] | None = None
-    captures: dict[str, Any] = field(default_factory=dict)
+    captures: dict[str, Any] = field(default_factory=dict)  # encoded (`adapter_audit`)
     done: bool = False
 
 
@@ -83,8 +84,9 @@ def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], canc
     started = time.monotonic()
     name = item.handle.name
     progress(f"audit: {name}: starting")
+    audit = beside(adapter, AdapterAudit)  # measured where the adapter lives: here, or in its worker
     try:
-        item.entry["versions"] = {str(k): str(v) for k, v in dict(adapter.versions()).items()}
+        item.entry["versions"] = {str(k): str(v) for k, v in dict(audit.versions()).items()}
     except Exception as err:
         if isinstance(err, WorkerError):
             reason = f"failed to load in its worker: {err}"
@@ -94,35 +96,39 @@ def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], canc
             reason = f"failed to load: {type(err).__name__}: {err}"
         item.entry.update(status="crashed", reason=reason.strip()[:600])
         for sc in scenarios:
-            item.results[sc.id] = Result("not_run", f"not run: the adapter {reason.strip()[:300]}", {})
+            item.results[sc.id] = _result("not_run", f"not run: the adapter {reason.strip()[:300]}")
         item.done = True
         progress(f"audit: {name}: crashed ({reason.splitlines()[0][:200]})")
         return
-    ctx = Context(adapter)
     crashed_in: str | None = None
     for sc in scenarios:
         if cancel.is_set():
             raise _Cancelled
         if crashed_in is not None:
-            item.results[sc.id] = Result("not_run", f"not run: the worker crashed in scenario {crashed_in}", {})
+            item.results[sc.id] = _result("not_run", f"not run: the worker crashed in scenario {crashed_in}")
             continue
         try:
-            item.results[sc.id] = run_scenario(sc, ctx)
+            got = audit.scenario(sc.id)
         except WorkerError as err:
             msg = str(err)
             crashed_in = sc.id
-            item.results[sc.id] = Result("crashed", msg.splitlines()[0], {"worker": msg[-1500:]})
+            item.results[sc.id] = _result("crashed", msg.splitlines()[0], {"worker": msg[-1500:]})
             item.entry.update(status="crashed", reason=f"the worker crashed or hung in scenario {sc.id}: "
                               f"{msg.splitlines()[0]}")
+        else:
+            item.results[sc.id] = got["result"]
+            item.captures.update(got["captures"])
     if crashed_in is None:
         try:
-            item.example = outputs.example(ctx)
+            got = audit.example()
         except WorkerError as err:
             item.example = {"error": str(err).splitlines()[0]}
-    item.captures = ctx.captures
+        else:
+            item.example = got["example"]
+            item.captures.update(got["captures"])
     item.entry["duration_s"] = round(time.monotonic() - started, 3)
     item.done = True
-    counts = sum(1 for r in item.results.values() if r.outcome not in ("not_run",))
+    counts = sum(1 for r in item.results.values() if r["outcome"] not in ("not_run",))
     progress(f"audit: {name}: {item.entry['status']} ({counts} scenarios, {item.entry['duration_s']:.1f} s)")
 
 
@@ -169,22 +175,13 @@ def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHand
 
 
 def _measurement(item: _Audited) -> dict[str, Any]:
-    """One adapter's measurements as plain JSON values (what crosses from a conformance session)."""
-    results = {sid: {"outcome": r.outcome, "detail": r.detail, "evidence": r.evidence} for sid, r in item.results.items()}
-    captures = {probe: [dtype, got if isinstance(got, str) else
-                        {"dtype": str(got.dtype), "shape": list(got.shape), "data": got.ravel().tolist()}]
-                for probe, (dtype, got) in item.captures.items()}
-    return {"entry": schema.jsonable(item.entry), "results": schema.jsonable(results),
-            "example": schema.jsonable(item.example), "captures": captures}
+    """One adapter's measurements, plain JSON values (what crosses from a conformance session)."""
+    return {"entry": schema.jsonable(item.entry), "results": item.results, "example": item.example,
+            "captures": item.captures}
 
 
-def _from_measurement(handle: registry.AdapterHandle, m: dict[str, Any]) -> _Audited:
-    """The inverse of `_measurement` (captured arrays exactly as they were; results as the report writes them)."""
-    captures = {probe: (dtype, got if isinstance(got, str) else
-                        np.asarray(got["data"], dtype=got["dtype"]).reshape(got["shape"]))
-                for probe, (dtype, got) in m["captures"].items()}
-    results = {sid: Result(r["outcome"], r["detail"], r["evidence"]) for sid, r in m["results"].items()}
-    return _Audited(handle, m["entry"], results, m["example"], captures, done=True)
+def _result(outcome: str, detail: str, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"outcome": outcome, "detail": detail, "evidence": evidence or {}}
 
 
 def run_audit(
@@ -217,7 +214,8 @@ def run_audit(
             items.append(_Audited(h, _entry(h, "skipped", h.missing or "not available"), done=True))
             continue
         if measured and h.name in measured:
-            items.append(_from_measurement(h, measured[h.name]))
+            m = measured[h.name]
+            items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
             continue
         # every adapter without a process group gets its own worker (isolation "all")
         adapter, where = open_adapter(h, pool, isolation, own_group=f"audit:{h.spec}")
@@ -275,21 +273,22 @@ def run_audit(
 def _assemble(items: list[_Audited], chosen: list[Scenario], started_at: str, duration: float,
               isolation: str, timeout: float) -> dict[str, Any]:
     ran = [i for i in items if i.entry["status"] != "skipped"]
-    cross: dict[str, dict[str, Result]] = {}
+    cross: dict[str, dict[str, dict[str, Any]]] = {}
     for sc in chosen:
         if sc.cross:
             try:
-                cross[sc.id] = codepaths.code_paths({i.handle.name: i.captures for i in ran})
+                paths = codepaths.code_paths({i.handle.name: decode_captures(i.captures) for i in ran})
+                cross[sc.id] = {name: result_json(r) for name, r in paths.items()}
             except Exception as err:  # a bug in the audit: reported as such, the report is still written
                 trace = traceback.format_exc(limit=6)
-                cross[sc.id] = {i.handle.name: Result("audit_error", f"the audit failed: {type(err).__name__}: {err}",
+                cross[sc.id] = {i.handle.name: _result("audit_error", f"the audit failed: {type(err).__name__}: {err}",
                                                       {"traceback": trace}) for i in ran}
     scenarios_out: dict[str, Any] = {}
     for sc in chosen:
         results = {}
         for i in ran:
             r = cross[sc.id][i.handle.name] if sc.cross else i.results[sc.id]
-            results[i.handle.name] = {"outcome": r.outcome, "detail": r.detail, "evidence": r.evidence}
+            results[i.handle.name] = {"outcome": r["outcome"], "detail": r["detail"], "evidence": r["evidence"]}
         scenarios_out[sc.id] = {
             "group": sc.group, "title": sc.title, "description": sc.description, "spec": sc.spec,
             "spec_note": sc.spec_note, "outcomes": sc.all_outcomes(), "setup": sc.setup,
