@@ -20,7 +20,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from attnconf.adapters.base import AttentionWeights
+from attnconf.contract import AttentionWeights
 from attnconf.reference._checks import invalid
 
 #: canonical name -> (flax submodule, parameter)

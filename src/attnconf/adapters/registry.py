@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attnconf.adapters import traits
-from attnconf.adapters.base import Capabilities
+from attnconf.contract import Capabilities
 
 GROUP = "attnconf.adapters"
 

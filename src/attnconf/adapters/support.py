@@ -1,91 +1,30 @@
-"""Helpers for writing adapters: versions, availability, and the layer built on a kernel.
+"""Helpers for writing adapters: the layer built on a kernel, and the contract's helpers re-exported.
 
-Nothing here is part of the public contract (base.py is); adapters may use it or not.
+`KernelAdapterBase` is public (exported by `attnconf.adapters.base`); the rest are conveniences
+that adapters may use or not.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
+from attnconf.contract import (
+    AdapterBase,
+    AttentionInputs,
+    AttentionOutputs,
+    AttentionWeights,
+    distribution_versions,
+    installed_version,
+    release_in,
+)
 from attnconf.reference.attention import project_heads
 from attnconf.reference.precision import in_compute, round_to
 
+__all__ = ["AdapterBase", "KernelAdapterBase", "distribution_versions", "installed_version", "release_in"]
+
 Array = np.ndarray[Any, Any]
-
-
-class AdapterBase:
-    """Common attributes of this package's adapters.
-
-    Class attributes:
-        name: the adapter name shown in test ids.
-        capabilities: what it can take.
-        framework: a short framework label for reports ("torch", "keras", "jax", ...).
-        api: the framework API exercised, e.g. "torch.nn.MultiheadAttention".
-        distributions: PyPI distributions whose versions are reported.
-        modules: import names that must be importable (checked without importing them).
-        process_group: adapters with the same group may share a worker process; None runs
-            in the calling process.
-        environment: environment variables the worker process needs (e.g. KERAS_BACKEND).
-    """
-
-    name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
-    framework: ClassVar[str] = "numpy"
-    api: ClassVar[str] = ""
-    distributions: ClassVar[tuple[str, ...]] = ("numpy",)
-    modules: ClassVar[tuple[str, ...]] = ("numpy",)
-    process_group: ClassVar[str | None] = None
-    environment: ClassVar[dict[str, str]] = {}
-
-    def versions(self) -> dict[str, str]:
-        return distribution_versions(self.distributions)
-
-    #: ``(distribution, first release, what older releases lack)`` when the API the adapter wraps
-    #: appeared in a known release; older installed releases make the adapter unavailable.
-    first_release: ClassVar[tuple[str, str, str] | None] = None
-
-    @classmethod
-    def missing(cls) -> str | None:
-        """The reason the adapter cannot run here, or None; imports nothing."""
-        for module in cls.modules:
-            if importlib.util.find_spec(module) is None:
-                return f"module {module!r} is not installed"
-        if cls.first_release is not None:
-            distribution, first, lack = cls.first_release
-            if release_in(distribution, f"<{first}"):
-                return f"{distribution} {importlib.metadata.version(distribution)} {lack}"
-        return None
-
-
-def distribution_versions(distributions: tuple[str, ...]) -> dict[str, str]:
-    """Installed versions of `distributions` (missing ones are left out)."""
-    out: dict[str, str] = {}
-    for dist in distributions:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def release_in(distribution: str, specifier: str) -> bool:
-    """Whether the installed `distribution` is a release in `specifier` (e.g. ``">=3.5,<3.7"``).
-
-    False when it is not installed. Reads package metadata only, imports nothing: adapters use
-    it to declare capabilities that a framework gained or lost in a known release.
-    """
-    from packaging.specifiers import SpecifierSet
-
-    try:
-        installed = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return SpecifierSet(specifier).contains(installed, prereleases=True)
 
 
 class KernelAdapterBase(AdapterBase):

@@ -1,7 +1,7 @@
 """The optional members of an adapter, read in one place with their defaults.
 
-The contract requires `name`, `capabilities`, `versions()` and `multi_head_attention`
-(`attnconf.adapters.base`). An adapter may also declare, as class or instance attributes:
+`attnconf.contract.Adapter` lists these members and `AdapterBase` gives them defaults, but an
+adapter need not derive from it: one may leave any of them out. The defaults below apply then:
 
 ==========================  ===============================  ===========================================
 member                      default                          used for

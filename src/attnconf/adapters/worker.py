@@ -32,7 +32,7 @@ import traceback
 from typing import Any, BinaryIO
 
 from attnconf.adapters.traits import traits
-from attnconf.bench.memory import format_size, peak_rss_bytes, rss_bytes
+from attnconf.memory import format_size, peak_rss_bytes, rss_bytes
 
 _HEADER = struct.Struct("!Q")
 DEFAULT_TIMEOUT = 300.0
