@@ -24,7 +24,7 @@ from attnconf.audit import classify, schema
 from attnconf.audit.layout import anchor
 from attnconf.audit.measure import common, heads, masks
 from attnconf.audit.report import write_reports
-from attnconf.audit.runner import AuditInterrupted, run_audit
+from attnconf.audit.runner import AuditInterrupted, measure_here, run_audit
 from attnconf.audit.scenarios import CATALOG, COMMON_OUTCOMES, SCENARIOS
 from attnconf.cli import main as cli_main
 from attnconf.reference._checks import FLOAT_DTYPES
@@ -290,9 +290,16 @@ def test_schema_rejects_an_unknown_outcome(report: dict[str, Any]) -> None:
     assert schema.problems(bad, schema.AUDIT_SCHEMA)
 
 
-def test_reports_are_deterministic(report: dict[str, Any]) -> None:
-    again = run_audit(handles(*KNOWN) + registry.select(["numpy"])[0], isolation="none", jobs=1)
-    assert strip_timing(again) == strip_timing(report)
+def test_reports_are_deterministic_and_measurements_cross_as_json(report: dict[str, Any]) -> None:
+    """Measured again, the way a conformance session measures (`measure_here`, in the adapter's
+    process), and passed through JSON as it crosses to `attnconf run`: the same report."""
+    chosen = handles(*KNOWN) + registry.select(["numpy"])[0]
+    measured = json.loads(json.dumps(measure_here([registry.instantiate(h.obj) for h in chosen], chosen)))
+    again = run_audit(chosen, isolation="none", jobs=1, measured=measured)
+    assert {e.pop("measured_in") for e in again["adapters"].values()} == {"conformance session"}
+    expected = strip_timing(report)
+    assert {e.pop("measured_in") for e in expected["adapters"].values()} == {"audit process"}
+    assert strip_timing(again) == expected
 
 
 def test_markdown_tables_link_every_cell(report: dict[str, Any], written: Path) -> None:

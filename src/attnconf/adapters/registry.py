@@ -14,6 +14,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from attnconf.adapters import traits
 from attnconf.contract import Capabilities
 
 GROUP = "attnconf.adapters"
@@ -92,9 +93,7 @@ def validate(obj: Any, source: str) -> Any:
 
 def _handle(spec: str, obj: Any, source: str) -> AdapterHandle:
     validate(obj, source)
-    missing_fn = getattr(obj, "missing", None)
-    missing = missing_fn() if callable(missing_fn) else None
-    return AdapterHandle(spec=spec, name=obj.name, obj=obj, missing=missing, source=source)
+    return AdapterHandle(spec=spec, name=obj.name, obj=obj, missing=traits.missing(obj), source=source)
 
 
 def load(spec: str) -> AdapterHandle:

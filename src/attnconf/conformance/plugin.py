@@ -24,7 +24,9 @@ import pytest
 from hypothesis import is_hypothesis_test
 
 from attnconf.adapters import registry
-from attnconf.adapters.worker import DEFAULT_TIMEOUT, RemoteAdapter, WorkerPool
+from attnconf.adapters.placement import open_adapter
+from attnconf.adapters.traits import traits
+from attnconf.adapters.worker import DEFAULT_TIMEOUT, WorkerPool
 from attnconf.conformance import expected, profiles
 from attnconf.conformance.check import Checker
 from attnconf.reference._checks import FLOAT_DTYPES
@@ -40,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dtype", action="append", default=None, choices=FLOAT_DTYPES,
                     help="precision to test (repeatable; default all four)")
     group.addoption("--attnconf-isolation", default="auto", choices=("auto", "none"),
-                    help="auto: adapters with a process group run in worker processes; none: all in this process")
+                    help="auto: adapters with a process group (or an environment this process lacks) run in worker "
+                         "processes; none: all in this process")
     group.addoption("--attnconf-timeout", type=float, default=DEFAULT_TIMEOUT,
                     help="seconds one adapter call may take in a worker before it is killed")
     group.addoption("--attnconf-json", default=None, metavar="PATH",
@@ -107,11 +110,8 @@ def state(config: pytest.Config) -> dict[str, Any]:
     except registry.AdapterError as err:
         raise pytest.UsageError(str(err)) from None
     pool = WorkerPool(timeout=config.getoption("attnconf_timeout"), memory_limit=memory_budget(config))
-    isolate = config.getoption("attnconf_isolation") == "auto"
-    adapters = []
-    for h in handles:
-        group = getattr(h.obj, "process_group", None)
-        adapters.append(RemoteAdapter(h.spec, h.obj, pool) if isolate and group else registry.instantiate(h.obj))
+    isolation = config.getoption("attnconf_isolation")
+    adapters = [open_adapter(h, pool, isolation)[0] for h in handles]
     try:
         diffs = expected.load(adapters)
     except ValueError as err:
@@ -142,8 +142,8 @@ def adapter_versions(adapter: Any) -> dict[str, str]:
     """Versions without starting a worker when the class says which distributions it uses."""
     from attnconf.adapters.support import distribution_versions
 
-    dists = getattr(adapter, "distributions", None) or getattr(getattr(adapter, "cls", None), "distributions", None)
-    return distribution_versions(tuple(dists)) if dists else dict(adapter.versions())
+    dists = traits(adapter).distributions
+    return distribution_versions(dists) if dists else dict(adapter.versions())
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -513,7 +513,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "schema": "attnconf.results/1",
             "exitstatus": int(exitstatus),
             "adapters": {a.name: {"versions": adapter_versions(a), "capabilities": a.capabilities.as_dict(),
-                                  "framework": getattr(a, "framework", ""), "api": getattr(a, "api", "")}
+                                  "framework": traits(a).framework, "api": traits(a).api}
                          for a in st["adapters"]},
             "skipped": {h.name: h.missing for h in st["skipped"]},
             "tests": config.stash[_RECORDS],
