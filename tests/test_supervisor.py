@@ -87,58 +87,38 @@ def test_a_slow_adapter_whose_tests_progress_is_not_stopped(stall_run):
 
 
 def test_what_a_session_measured_crosses_as_json_exactly(tmp_path):
-    """`measured.dumps` writes plain JSON; `sessions.audits` reads it back: the same results, the
+    """`measured.dumps` writes strict JSON; `sessions.audits` reads it back: the same results, the
     captured arrays bit for bit (NaN and bfloat16 included), the real-weights rows and picture."""
     import ml_dtypes
 
+    from attnconf.adapters import registry
     from attnconf.adapters.numpy_ref import NumpyAdapter
     from attnconf.audit import measured
-    from attnconf.audit.observe import Result
+    from attnconf.audit.adapter_audit import array_to_json, decode_captures
+    from attnconf.audit.bank import bank_row
+    from attnconf.audit.runner import measure_here
     from attnconf.commands import sessions
-    from attnconf.realweights import BankAttention
 
     rng = np.random.default_rng(0)
     capture = rng.random((1, 2, 3, 4)).astype(np.float32)
     capture[0, 0, 0, 0] = np.nan
     half = rng.random((2, 3)).astype(ml_dtypes.bfloat16)
-    bank = BankAttention(("a bank",), (("a", "bank"),), (1,), (rng.random((2, 3, 2)),))
-    m = {
-        "audit": {
-            "numpy": {
-                "entry": {"status": "ok", "duration_s": np.float64(0.25)},
-                "results": {"s1": Result("matches", "fine", {"max": np.float32(1e-7), "bad": float("inf")})},
-                "example": None,
-                "captures": {"p1": ("float32", capture), "p2": ("bfloat16", half), "p3": ("float64", "raised X")},
-            }
-        },
-        "bank": {"numpy": {"name": "numpy", "dtype": "float64", "bank": bank, "none": None, "png": b"\x89PNG\x00"}},
-    }
+    (handle,), _ = registry.select(["numpy"])
+    here = measure_here([NumpyAdapter()], [handle], scenarios=["fully_masked_row"])
+    captures = {"p1": ["float32", array_to_json(capture)], "p2": ["bfloat16", array_to_json(half)],
+                "p3": ["float64", "raised X"]}
+    here["numpy"]["captures"] = captures
+    m = {"audit": here, "bank": {"numpy": bank_row(NumpyAdapter())}}
     (tmp_path / "sessions").mkdir()
     text = measured.dumps(m)
     (tmp_path / "sessions" / "numpy.audit.json").write_text(text)
-    json.loads(text, parse_constant=lambda c: pytest.fail(f"not plain JSON: {c}"))
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     back = sessions.audits(tmp_path)
-    got = back["audit"]["numpy"]
-    assert got["results"] == {"s1": Result("matches", "fine", {"max": 1e-7, "bad": "inf"})}
-    assert got["entry"] == {"status": "ok", "duration_s": 0.25}
-    for probe, (dtype, value) in m["audit"]["numpy"]["captures"].items():
-        got_dtype, got_value = got["captures"][probe]
-        assert got_dtype == dtype
-        if isinstance(value, str):
-            assert got_value == value
-        else:
-            assert got_value.dtype == value.dtype and got_value.shape == value.shape
-            assert got_value.tobytes() == value.tobytes()
-    row = back["bank"]["numpy"]
-    assert row["png"] == b"\x89PNG\x00" and row["bank"].tokens == bank.tokens and row["bank"].index == bank.index
-    assert row["bank"].weights[0].tobytes() == bank.weights[0].tobytes()
-    # and an audit measured in this process round-trips to the same report cells
-    from attnconf.adapters import registry
-    from attnconf.audit.runner import measure_here
-
-    (handle,), _ = registry.select(["numpy"])
-    here = measure_here([NumpyAdapter()], [handle], scenarios=["fully_masked_row"])
-    again = measured.loads(measured.dumps({"audit": here, "bank": {}}))["audit"]["numpy"]
-    assert again["results"].keys() == here["numpy"]["results"].keys()
-    for sid, r in here["numpy"]["results"].items():
-        assert (again["results"][sid].outcome, again["results"][sid].detail) == (r.outcome, r.detail)
+    assert back == json.loads(json.dumps(m)), "what crossed differs from what was measured"
+    got = decode_captures(back["audit"]["numpy"]["captures"])
+    for probe, value in (("p1", capture), ("p2", half)):
+        assert got[probe][1].dtype == value.dtype and got[probe][1].tobytes() == value.tobytes()
+    assert got["p3"] == ("float64", "raised X")
+    assert back["bank"]["numpy"]["png"], back["bank"]["numpy"]["none"]
+    with pytest.raises(ValueError, match="attnconf.measured/1"):
+        measured.loads(json.dumps({"schema": "attnconf.measured/0"}))

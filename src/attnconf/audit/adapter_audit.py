@@ -8,12 +8,13 @@ session) and in the adapter's worker process otherwise, and asks `versions()`, t
 costs the scenario it died in and those after it, never the ones measured before.
 
 Results are ``{"outcome", "detail", "evidence"}``; captured arrays (for the cross-adapter
-comparison of code paths) are ``[dtype, {"dtype", "shape", "data"}]`` or ``[dtype, "raised TYPE"]``,
-exact (`decode_captures` gives the arrays back).
+comparison of code paths) are ``[dtype, {"dtype", "shape", "base64"}]`` or ``[dtype, "raised TYPE"]``,
+exact, NaN and bfloat16 included, and strict JSON (`decode_captures` gives the arrays back).
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def decode_captures(captures: dict[str, Any]) -> dict[str, tuple[str, Any]]:
     return {
         probe: (
             dtype,
-            got if isinstance(got, str) else np.asarray(got["data"], dtype=got["dtype"]).reshape(got["shape"]),
+            got if isinstance(got, str) else array_from_json(got),
         )
         for probe, (dtype, got) in captures.items()
     }
@@ -63,11 +64,28 @@ class AdapterAudit:
         new = {k: v for k, v in self.ctx.captures.items() if k not in self._sent}
         self._sent.update(new)
         return {
-            probe: [
-                dtype,
-                got
-                if isinstance(got, str)
-                else {"dtype": str(got.dtype), "shape": list(got.shape), "data": got.ravel().tolist()},
-            ]
+            probe: [dtype, got if isinstance(got, str) else array_to_json(got)]
             for probe, (dtype, got) in new.items()
         }
+
+
+def array_to_json(a: Any) -> dict[str, Any]:
+    """An array, exactly: {"dtype": name, "shape": [...], "base64": its bytes (little-endian, C order)}."""
+    arr = np.asarray(a)
+    if arr.dtype.hasobject:
+        raise TypeError(f"expected an array of numbers, received dtype {arr.dtype}")
+    data = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "base64": base64.b64encode(data).decode("ascii")}
+
+
+def array_from_json(d: dict[str, Any]) -> np.ndarray[Any, Any]:
+    """The array `array_to_json` wrote (bfloat16 and the other ml_dtypes types included)."""
+    try:
+        dtype = np.dtype(d["dtype"])
+    except TypeError:
+        import ml_dtypes
+
+        dtype = np.dtype(getattr(ml_dtypes, d["dtype"]))
+    data = base64.b64decode(d["base64"])
+    arr: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(d["shape"])
+    return arr
