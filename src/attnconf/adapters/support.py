@@ -12,10 +12,56 @@ from typing import Any, ClassVar
 import numpy as np
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference.attention import project_heads
-from attnconf.reference.precision import in_compute, round_to
+from attnconf.reference._checks import invalid
+from attnconf.reference.attention import output_projection, project_heads
 
 Array = np.ndarray[Any, Any]
+
+#: The four optional biases of the canonical weights, in projection order.
+BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
+
+
+class lazy_capabilities:  # noqa: N801 - used like `property`
+    """A class attribute computed on first read: the class's `_capabilities()`, cached per class.
+
+    `AdapterBase.capabilities` is one. Reading `capabilities` on an adapter class or instance calls
+    the classmethod `_capabilities()` of that class once and keeps the result in the class's own
+    ``__dict__`` (so a subclass computes, and caches, its own). Nothing runs when the module is
+    imported: `_capabilities()` may read the installed framework, its API's signature with
+    `inspect.signature` (importing the framework, in the process that reads the capabilities) and
+    its release with `release_in` (metadata only).
+
+    To compute them again, e.g. in a test that fakes another installed release, call
+    ``lazy_capabilities.clear(cls)``: it forgets the values cached for `cls` and its subclasses.
+    A class may instead assign ``capabilities = Capabilities(...)`` in its body, which replaces
+    the descriptor with that fixed value.
+    """
+
+    _CACHE = "_cached_capabilities"
+
+    def __get__(self, obj: object, owner: type[Any]) -> Capabilities:
+        cached = owner.__dict__.get(self._CACHE)
+        if cached is None:
+            compute = getattr(owner, "_capabilities", None)
+            if compute is None:
+                raise AttributeError(f"{owner.__name__} declares no capabilities: assign `capabilities` or "
+                                     "define the classmethod `_capabilities()`")
+            cached = compute()
+            if not isinstance(cached, Capabilities):
+                raise TypeError(f"{owner.__name__}._capabilities() must return a Capabilities, "
+                                f"got {type(cached).__name__}")
+            setattr(owner, self._CACHE, cached)
+        return cached
+
+    @classmethod
+    def clear(cls, owner: type[Any]) -> None:
+        """Forget the capabilities cached for `owner` and every subclass of it."""
+        pending = [owner]
+        while pending:
+            klass = pending.pop()
+            if cls._CACHE in klass.__dict__:
+                delattr(klass, cls._CACHE)
+            pending.extend(klass.__subclasses__())
 
 
 class AdapterBase:
@@ -23,7 +69,8 @@ class AdapterBase:
 
     Class attributes:
         name: the adapter name shown in test ids.
-        capabilities: what it can take.
+        capabilities: what it can take; computed on first read by the classmethod
+            `_capabilities()` and cached per class (`lazy_capabilities`), or assigned.
         framework: a short framework label for reports ("torch", "keras", "jax", ...).
         api: the framework API exercised, e.g. "torch.nn.MultiheadAttention".
         distributions: PyPI distributions whose versions are reported.
@@ -34,7 +81,7 @@ class AdapterBase:
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    capabilities: ClassVar[Capabilities] = lazy_capabilities()  # type: ignore[assignment]
     framework: ClassVar[str] = "numpy"
     api: ClassVar[str] = ""
     distributions: ClassVar[tuple[str, ...]] = ("numpy",)
@@ -88,6 +135,25 @@ def release_in(distribution: str, specifier: str) -> bool:
     return SpecifierSet(specifier).contains(installed, prereleases=True)
 
 
+def present_biases(weights: AttentionWeights) -> tuple[str, ...]:
+    """The names in `BIASES` that `weights` has (not None), in projection order."""
+    return tuple(n for n in BIASES if getattr(weights, n) is not None)
+
+
+def one_bias_switch(weights: AttentionWeights, api: str, switch: str = "use_bias") -> bool:
+    """The value of a layer's single bias switch (`switch`, e.g. Keras's and Flax's ``use_bias``) for
+    `weights`: True with all four biases, False with none.
+
+    Raises `ValueError` (argument `weights`; expected all four or none; received the ones present)
+    for a partial set, which such a layer cannot hold.
+    """
+    present = present_biases(weights)
+    if present and len(present) != len(BIASES):
+        raise invalid("weights", f"all four biases or none ({api} has one `{switch}` switch)",
+                      f"biases {list(present)} only")
+    return bool(present)
+
+
 class KernelAdapterBase(AdapterBase):
     """A kernel-level adapter; its layer is the NumPy projections around the framework kernel.
 
@@ -105,19 +171,27 @@ class KernelAdapterBase(AdapterBase):
     def multi_head_attention(
         self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str
     ) -> AttentionOutputs:
-        q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, dtype)
-        k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, dtype)
-        v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, dtype)
-        H = weights.num_heads
+        """The layer: the kernel between the reference's projections; the mask `(B, T, S)` reaches
+        the kernel as `(B, H, T, S)`."""
         mask = None
         if inputs.mask is not None:
             B, T, S = inputs.mask.shape
-            mask = np.broadcast_to(inputs.mask[:, None], (B, H, T, S)).copy()
-        heads = np.asarray(
-            self.dot_product_attention(q, k, v, mask, inputs.causal, inputs.scale, dtype)
-        )
-        out = np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype))
-        out = round_to(out, dtype)
-        if weights.output_bias is not None:
-            out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
-        return AttentionOutputs(output=out, weights=None)
+            mask = np.broadcast_to(inputs.mask[:, None], (B, weights.num_heads, T, S)).copy()
+        return self.kernel_layer(inputs, weights, dtype, mask)
+
+    def kernel_layer(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, mask: Array | None
+    ) -> AttentionOutputs:
+        """`dot_product_attention(q, k, v, mask, ...)` between the reference's input projections
+        (`project_heads`) and output projection (`output_projection`), in precision `dtype`.
+
+        `mask` goes to the kernel as given (`(B, H, T, S)`, or a kernel's own layout such as
+        `(B, 1, T, S)` for a native-mask test); `inputs.mask` is not read. Returns the output
+        `(B, T, E_out)` and no weights.
+        """
+        q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, dtype)
+        k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, dtype)
+        v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, dtype)
+        heads = np.asarray(self.dot_product_attention(q, k, v, mask, inputs.causal, inputs.scale, dtype))
+        return AttentionOutputs(output=output_projection(heads, weights.output_kernel, weights.output_bias, dtype),
+                                weights=None)

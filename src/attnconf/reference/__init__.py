@@ -6,6 +6,7 @@ math in float32, float16 or (emulated) bfloat16.
 
 from attnconf.reference.attention import (
     multi_head_attention,
+    output_projection,
     project_heads,
     scaled_dot_product_attention,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "multi_head_attention",
     "multi_head_attention_error_bound",
     "multi_head_attention_vjp",
+    "output_projection",
     "padding_mask",
     "project_heads",
     "round_to",
