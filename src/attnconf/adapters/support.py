@@ -158,8 +158,9 @@ class KernelAdapterBase(AdapterBase):
     """A kernel-level adapter; its layer is the NumPy projections around the framework kernel.
 
     Subclasses implement `dot_product_attention`. `multi_head_attention` projects with the
-    reference in the requested precision, calls the kernel, and applies the output projection,
-    so the layer-level chapters test the kernel on exactly the reference's projections.
+    reference in the requested precision, calls the kernel, and applies the reference's output
+    projection (`kernel_layer`), so the layer-level chapters test the kernel on exactly the
+    reference's projections; a `native_mask_attention` hands its own mask to `kernel_layer`.
     """
 
     def dot_product_attention(
