@@ -146,7 +146,7 @@ def measure(sizes: list[int], repeats: int, threads: int) -> dict[str, Any]:
 
 def peak_memory(n: int) -> dict[str, Any]:
     """Peak memory of one float32 call beyond its inputs and output (tracemalloc)."""
-    from attnconf.bench.memory import MIB
+    from attnconf.memory import MIB
     from attnconf.reference import chunked_attention
 
     q, k, v = inputs(n, "float32")

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import numpy as np
+from waiting import mark_hang_started
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference import multi_head_attention_vjp, output_projection, project_heads, scaled_dot_product_attention
@@ -198,6 +199,30 @@ class Evil(Conventions):
         raise ValueError("<img src=x onerror=alert(2)> & <b>not bold</b> | `code` *star*")
 
 
+class DeclaresLimits(Conventions):
+    """Declares what it cannot do and does as declared: no returned weights, float16 refused (its
+    declared limit), native masks refused with NotImplementedError; a ValueError on T = 1 is a crash."""
+
+    name = "faulty.declares_limits"
+    capabilities = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True,
+                                custom_scale=True, returns_weights=False,
+                                dtypes=frozenset({"float64", "float32", "bfloat16"}),
+                                limits=(("float16", "raises 'F16 unsupported' in every call (declared)"),
+                                        ("returns_weights", "the fused kernel keeps no weights (declared)")))
+    weights_mode = "none"
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        if dtype == "float16":
+            raise TypeError("F16 unsupported")
+        if np.shape(inputs.query)[1] == 1:
+            raise ValueError("an undocumented failure at T = 1")
+        return super().multi_head_attention(inputs, weights, dtype)
+
+    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
+                              native_mask: Array) -> AttentionOutputs:
+        raise NotImplementedError("native masks are not wired in this adapter")
+
+
 def _is_causal(inputs: AttentionInputs) -> bool:
     return bool(inputs.causal)
 
@@ -222,6 +247,7 @@ class Hangs(Conventions):
 
     def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
         if _is_causal(inputs):
+            mark_hang_started()
             time.sleep(3600)
         return super().multi_head_attention(inputs, weights, dtype)
 

@@ -6,6 +6,7 @@ import os
 import time
 
 import numpy as np
+from waiting import mark_hang_started
 
 from attnconf.adapters.base import AttentionOutputs
 from attnconf.adapters.numpy_ref import NumpyAdapter
@@ -22,6 +23,7 @@ class Hangs(NumpyAdapter):
     name = "crash.hangs"
 
     def multi_head_attention(self, inputs, weights, dtype):
+        mark_hang_started()
         time.sleep(3600)
 
 

@@ -93,3 +93,28 @@ def test_onnxruntime_without_ir11_is_missing(monkeypatch: pytest.MonkeyPatch) ->
         assert reason is not None and reason.startswith("onnxruntime 1.22.1 cannot load opset-23 models"), reason
     monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.23.2" if d == "onnxruntime" else real(d))
     assert onnx_attention.OnnxAttention.missing() is None
+
+
+@pytest.mark.parametrize("dist", ["tensorflow-cpu", "tensorflow-intel", "tf-nightly"])
+def test_tensorflow_version_whichever_distribution_installed_it(monkeypatch: pytest.MonkeyPatch, dist: str) -> None:
+    """A `tensorflow-cpu` (or -intel, tf-nightly) install reports its version under `tensorflow`: in
+    every adapter's versions, in `release_in`, and in a declared departure's version range."""
+    from attnconf.adapters.support import distribution_versions, release_in
+    from attnconf.adapters.tf_keras_mha import TfKerasMHA
+    from attnconf.conformance.expected import Difference
+
+    def version(name: str) -> str:
+        if name == dist:
+            return "2.99.1"
+        if name == "tf_keras":
+            return "2.99.0"
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert distribution_versions(("tf_keras", "tensorflow")) == {"tf_keras": "2.99.0", "tensorflow": "2.99.1"}
+    assert TfKerasMHA().versions()["tensorflow"] == "2.99.1"
+    assert release_in("tensorflow", ">=2.99") and not release_in("tensorflow", "<2.99")
+    assert distribution_versions(("torch",)) == {}
+    inside = Difference(("x",), ("test_agreement",), "r", "", versions=("tensorflow>=2.99",))
+    outside = Difference(("x",), ("test_agreement",), "r", "", versions=("tensorflow<2.99",))
+    assert inside.version_in_range() and not outside.version_in_range()

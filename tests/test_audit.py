@@ -10,15 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import audit_faulty
 import numpy as np
 import pytest
+from waiting import hang_marker, wait_until
 
 from attnconf.adapters import registry
+from attnconf.adapters.base import Capabilities
 from attnconf.audit import classify, schema
 from attnconf.audit.layout import anchor
 from attnconf.audit.measure import common, heads, masks
@@ -26,6 +27,7 @@ from attnconf.audit.report import write_reports
 from attnconf.audit.runner import AuditInterrupted, run_audit
 from attnconf.audit.scenarios import CATALOG, COMMON_OUTCOMES, SCENARIOS
 from attnconf.cli import main as cli_main
+from attnconf.reference._checks import FLOAT_DTYPES
 
 TESTS = Path(__file__).parent
 KNOWN = ["NanBottomRight", "UniformTopLeft", "FiniteFill", "DecodeFlip", "ScaledTwice", "GradUniform", "GradTwice", "PathPlain", "PathSame",
@@ -109,9 +111,72 @@ def test_code_paths_compare_siblings(report: dict[str, Any]) -> None:
 
 def test_adapter_errors_are_outcomes_with_the_message(report: dict[str, Any]) -> None:
     r = report["scenarios"]["fully_masked_row"]["results"]["<script>alert(1)</script>"]
-    assert r["outcome"] == "error"
+    assert r["outcome"] == "crashed"  # a ValueError it does not declare: not a documented refusal
     assert r["evidence"]["error"]["type"] == "ValueError"
     assert "<img src=x" in r["evidence"]["error"]["message"]
+
+
+DECLARED_SCENARIOS = ["returned_weights", "fully_masked_row.float16", "fully_masked_row", "mask_polarity",
+                      "causal_alignment", "softmax_precision.float16"]
+
+
+@pytest.fixture(scope="module")
+def declared_report() -> dict[str, Any]:
+    chosen = handles("DeclaresLimits", "UniformTopLeft") + registry.select(["numpy"])[0]
+    return run_audit(chosen, isolation="none", jobs=1, scenarios=DECLARED_SCENARIOS)
+
+
+def test_declared_refusals_are_rejected_and_other_raises_crashed(declared_report: dict[str, Any]) -> None:
+    results = {sid: sc["results"][name_of("DeclaresLimits")] for sid, sc in declared_report["scenarios"].items()}
+    f16 = results["fully_masked_row.float16"]
+    assert f16["outcome"] == "rejected" and "F16 unsupported" in f16["detail"]  # the message is shown
+    assert "raises 'F16 unsupported' in every call (declared)" in f16["detail"]  # and the declared reason
+    assert f16["evidence"]["error"] == {"type": "TypeError", "message": "F16 unsupported"}
+    native = results["mask_polarity"]
+    assert native["outcome"] == "rejected" and "native masks are not wired" in native["detail"]
+    assert "declared_unsupported" not in native["evidence"]  # a refusal, but of nothing the adapter declares
+    assert results["causal_alignment"]["outcome"] != "rejected"  # T = 1 raised ValueError: left out of the probes
+    assert results["fully_masked_row"]["outcome"] == "zeros"  # what it can do is still measured
+    assert "declared_unsupported" not in results["fully_masked_row"]["evidence"]
+
+
+def test_undeclared_exception_is_crashed_not_rejected() -> None:
+    from attnconf.audit.observe import Context, run_scenario
+
+    adapter = audit_faulty.DeclaresLimits()
+    scenario = SCENARIOS["causal_alignment"]
+    one = {k: v for k, v in common.causal_probes().items() if v.T == 1}
+    original = common.causal_probes
+    try:
+        masks.causal_probes = lambda: one  # type: ignore[assignment]  # only the T = 1 probe: every call raises
+        r = run_scenario(scenario, Context(adapter))
+    finally:
+        masks.causal_probes = original  # type: ignore[assignment]
+    assert (r.outcome, r.evidence["error"]["type"]) == ("crashed", "ValueError"), r
+    assert "an undocumented failure at T = 1" in r.detail
+
+
+def test_declared_unsupported_cells_are_not_applicable(declared_report: dict[str, Any], tmp_path: Path) -> None:
+    from attnconf.audit import layout
+
+    name = name_of("DeclaresLimits")
+    weights = declared_report["scenarios"]["returned_weights"]
+    r = weights["results"][name]
+    assert r["outcome"] == "none"  # measured, as always
+    assert r["evidence"]["declared_unsupported"] == ("capabilities.returns_weights=False: the fused kernel keeps no "
+                                                     "weights (declared)")
+    assert layout.result_kind(r, weights, layout.reference_outcome(weights)) == "na"
+    assert layout.cell_kind(r["outcome"], weights, layout.reference_outcome(weights)) == "diff"  # without it: bold
+    write_reports(declared_report, tmp_path)
+    md = (tmp_path / "audit.md").read_text()
+    cell = f'[_n/a_](#{anchor("returned_weights", name)} "not applicable, declared: capabilities.returns\\_weights'
+    assert cell in md
+    assert f'[**none**](#{anchor("returned_weights", name)})' not in md  # not bold: not a departure
+    assert "_n/a_, declared unsupported: capabilities.returns\\_weights=False" in md  # the evidence says why
+    page = (tmp_path / "audit.html").read_text()
+    assert 'class="k-na" title="not applicable, declared: capabilities.returns_weights=False: the fused kernel' in page
+    uniform = declared_report["scenarios"]["returned_weights"]["results"][name_of("UniformTopLeft")]
+    assert layout.result_kind(uniform, weights, "per_head") != "na"  # declares nothing: judged as usual
 
 
 def test_example_heatmap_matches_reference(report: dict[str, Any]) -> None:
@@ -204,8 +269,9 @@ def test_catalog_ids_and_specs_are_consistent() -> None:
     assert len(SCENARIOS) == len(CATALOG)
     for sc in CATALOG:
         assert sc.spec is None or sc.spec in sc.outcomes, sc.id
-        assert not set(sc.outcomes) & set(COMMON_OUTCOMES), sc.id
-        assert sc.on_error in sc.outcomes or sc.cross, sc.id
+        assert set(sc.outcomes) & set(COMMON_OUTCOMES) <= {sc.on_error}, sc.id  # may describe its own refusal
+        assert sc.on_error in sc.all_outcomes(), sc.id
+        assert all(n in FLOAT_DTYPES or isinstance(getattr(Capabilities(), n), bool) for n in sc.needs()), sc.id
 
 
 def test_report_is_valid_and_written(report: dict[str, Any], written: Path) -> None:
@@ -236,7 +302,8 @@ def test_markdown_tables_link_every_cell(report: dict[str, Any], written: Path) 
     assert "**nan**" in text  # a departure is highlighted
     for sid, sc in report["scenarios"].items():
         for name in sc["results"]:
-            assert f"(#{anchor(sid, name)})" in text and f'<a id="{anchor(sid, name)}"></a>' in text
+            link = (f"(#{anchor(sid, name)})", f'(#{anchor(sid, name)} "')  # a not-applicable cell has a title
+            assert any(x in text for x in link) and f'<a id="{anchor(sid, name)}"></a>' in text
 
 
 # -- escaping -------------------------------------------------------------------------------------
@@ -323,33 +390,28 @@ def test_interrupt_leaves_previous_report_intact(tmp_path: Path, capsys: pytest.
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_sigterm_stops_the_audit_and_its_workers(worker_path: None, tmp_path: Path) -> None:
+def test_sigterm_stops_the_audit_and_its_workers(worker_path: None, tmp_path: Path,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
     """A real SIGTERM while an adapter hangs in its worker: exit 130, the message names what was not
     finished, the previous report is intact, and the worker process is gone."""
     (tmp_path / "audit.json").write_text("previous")
+    marker, hang_env = hang_marker(tmp_path_factory.mktemp("hang"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "attnconf.cli", "audit", "--adapter", "audit_faulty:Hangs", "-o", str(tmp_path),
-         "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "faulty.hangs: starting" in line:
-            break
-    time.sleep(2.0)  # into the hanging call
+         "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **hang_env})
+    wait_until(lambda: marker.exists() or proc.poll() is not None, 120, "the hanging call to start in its worker")
     workers = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, "".join(seen) + err
+    assert proc.returncode == 130, err
     assert "interrupted" in err and "previous report" in err and "faulty.hangs" in err
     assert (tmp_path / "audit.json").read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.json"]
-    time.sleep(0.5)
-    if Path("/proc/self").exists():  # Linux: the hanging worker was killed
-        assert workers and not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z"
-                                   for pid in workers)
+    if Path("/proc/self").exists():  # Linux: the hanging worker was killed (gone, or a zombie awaiting its parent)
+        assert workers
+        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in workers), 30,
+                   f"the worker processes {workers} to end")
 
 
 def _children(pid: int) -> list[int]:

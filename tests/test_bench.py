@@ -7,8 +7,8 @@ import json
 import pytest
 
 from attnconf.bench import worker
-from attnconf.bench.memory import MIB, PeakRss
 from attnconf.cli import main
+from attnconf.memory import MIB, PeakRss
 
 SETTINGS = {"batch": 1, "heads": 2, "head_dim": 64, "dtype": "float32", "threads": 2, "repeats": 1}
 

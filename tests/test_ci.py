@@ -143,3 +143,17 @@ def test_job_summary_names_every_adapter_and_the_departures(run_dir):
     assert r.returncode == 0, r.stderr
     assert "| `numpy` | passed |" in r.stdout and "| `my_adapter.MyAttention` | passed |" in r.stdout
     assert "### Departures" in r.stdout
+
+
+def test_job_summary_shows_a_crash_reason_whole(run_dir, tmp_path):
+    from attnconf.ci import job_summary
+
+    copy = tmp_path / "crashed"
+    shutil.copytree(run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    reason = "pytest exited with code 3 before writing results: " + "x" * 150 + " the END of the reason"
+    summary["adapters"][0].update(status="crashed", reason=reason)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    text = job_summary(copy)
+    assert f"| `{summary['adapters'][0]['name']}` | crashed (reason below) |" in text
+    assert reason in text

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from waiting import hang_marker, wait_until
 
 TESTS = Path(__file__).parent
 
@@ -62,9 +63,8 @@ def test_each_fault_is_reported_with_its_status_and_reason(fault_run, name, stat
     assert reason in text, text[:2000]
 
 
-def test_interrupted_run_leaves_the_previous_report_intact(tmp_path):
+def test_interrupted_run_leaves_the_previous_report_intact(tmp_path, tmp_path_factory):
     import signal
-    import time
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     base = [sys.executable, "-m", "attnconf.cli", "run", "-o", str(tmp_path), "--no-audit", "--dtype", "float64",
@@ -72,9 +72,10 @@ def test_interrupted_run_leaves_the_previous_report_intact(tmp_path):
     first = subprocess.run(base + ["--adapter", "numpy"], env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     before = (tmp_path / "summary.json").read_bytes()
-    proc = subprocess.Popen(base + ["--adapter", "crashing:Hangs", "--timeout", "300"], env=env,
+    marker, hang_env = hang_marker(tmp_path_factory.mktemp("hang"))
+    proc = subprocess.Popen(base + ["--adapter", "crashing:Hangs", "--timeout", "300"], env={**env, **hang_env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
+    wait_until(marker.exists, 120, "the hanging adapter's call to start")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -25,7 +25,7 @@ import pytest
 
 from attnconf.adapters.base import Capabilities
 from attnconf.adapters.support import KernelAdapterBase
-from attnconf.bench.memory import GIB, MIB, parse_size
+from attnconf.memory import GIB, MIB, parse_size
 from attnconf.reference import chunked_attention, scaled_dot_product_attention
 
 Array = np.ndarray[Any, Any]

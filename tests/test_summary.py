@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from attnconf.commands.run import screen_summary
 from attnconf.commands.sessions import summarize
 from attnconf.conformance.tolerances import measure
 
@@ -33,3 +36,27 @@ def test_measure_reports_the_scale_of_the_relative_error():
     e = measure([1.0, -4.5], [1.0, -4.0]).as_dict()
     assert e["max_expected"] == 4.0
     assert e["max_rel"] == 0.5 / 4.0
+
+
+def test_console_summary_shows_whole_reasons_wrapped_under_the_adapter():
+    long = ("pytest exited with code 4 before writing results: ImportError: cannot import name "
+            "'scaled_dot_product_attention' from 'torch.nn.functional' (/site-packages/torch/nn/functional.py); "
+            "the END of the reason")
+    summary = {"adapters": [{"name": "torch.nn.MultiheadAttention", "status": "crashed", "reason": long},
+                            {"name": "numpy", "status": "ok", "counts": {"passed": 3}}],
+               "skipped": [{"name": "flax.nnx.MultiHeadAttention", "reason": "needs flax (pip install flax) " * 4}]}
+    text = screen_summary(summary, Path("report"), width=60)
+    lines = text.splitlines()
+    wrapped = [line for line in lines if line.startswith(" " * 9)]
+    assert wrapped and all(len(line) <= 60 for line in wrapped), [line for line in wrapped if len(line) > 60]
+    crashed = lines.index(next(line for line in lines if line.startswith("crashed")))
+    below = []
+    for line in lines[crashed + 1:]:
+        if not line.startswith(" " * 9):
+            break
+        below.append(line.strip())
+    assert " ".join(below) == long  # every word, in order, none cut
+    assert "the END of the reason" in " ".join(below)
+    skipped = " ".join(line.strip() for line in lines if line.startswith(" " * 9))
+    assert skipped.endswith(("needs flax (pip install flax) " * 4).strip())
+    assert "3 passed" in next(line for line in lines if line.startswith("ok"))

@@ -153,12 +153,14 @@ def job_summary(report_dir: str | Path) -> str:
              "|---|---|---|---|---|---|"]
     for a in summary["adapters"]:
         c = a.get("counts", {})
-        status = a["status"] if a["status"] != "crashed" else f"crashed: {a.get('reason', '')[:120]}"
+        status = a["status"] + (" (reason below)" if a.get("reason") else "")
         lines.append(f"| `{a['name']}` | {_md(status)} | {c.get('passed', 0)} | {c.get('failed', 0)} | "
                      f"{c.get('xfailed', 0)} | {c.get('skipped', 0)} |")
     for s in summary.get("skipped", []):
-        lines.append(f"| `{s['name']}` | skipped: {_md(s['reason'][:120])} | | | | |")
+        lines.append(f"| `{s['name']}` | skipped: {_md(s['reason'])} | | | | |")
     for a in summary["adapters"]:
+        if a.get("reason"):
+            lines += ["", f"**{_md(a['name'])}** {a['status']}:", "", "```", str(a["reason"]).strip(), "```"]
         for f in a.get("failures", []):
             lines += ["", f"<details><summary><b>{_md(a['name'])}</b> failed <code>{_md(f['test'])}</code></summary>",
                       "", "```", f["message"].strip(), "```", "</details>"]
@@ -196,7 +198,7 @@ def _audit_departures(audit: dict[str, Any]) -> list[tuple[str, list[tuple[str, 
     for sid, sc in audit["scenarios"].items():
         ref = layout.reference_outcome(sc)
         cells = [(name, r["outcome"]) for name, r in sc["results"].items()
-                 if layout.cell_kind(r["outcome"], sc, ref) in ("diff", "broken")]
+                 if layout.result_kind(r, sc, ref) in ("diff", "broken")]
         if cells:
             found.append((sid, cells))
     return found

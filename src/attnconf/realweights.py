@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference import multi_head_attention
 
 Array = np.ndarray[Any, Any]

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionWeights
 from attnconf.atomicio import write_bytes_atomic
+from attnconf.contract import AttentionWeights
 
 Array = np.ndarray[Any, Any]
 

@@ -1,6 +1,6 @@
 """The adapter contract (base), the registry, and one module per framework."""
 
-from attnconf.adapters.base import (
+from attnconf.contract import (
     Adapter,
     AttentionInputs,
     AttentionOutputs,

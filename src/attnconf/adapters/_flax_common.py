@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnconf.adapters.base import AttentionWeights
 from attnconf.adapters.support import one_bias_switch
+from attnconf.contract import AttentionWeights
 from attnconf.reference._checks import invalid
 
 #: canonical name -> (flax submodule, parameter)

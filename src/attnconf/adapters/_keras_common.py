@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.adapters.support import AdapterBase, one_bias_switch, release_in
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference._checks import invalid
 from attnconf.reference.precision import storage_dtype
 

@@ -1,391 +1,42 @@
-"""The adapter contract: the public promise third-party adapters are written against.
+"""The public module for adapter authors: the contract (`attnconf.contract`) and the kernel-adapter base.
 
-The names and shapes here are the public contract (docs/writing-an-adapter.md, CHANGELOG.md) and do
-not change without a deprecation path.
-All arrays crossing the contract are NumPy arrays. bfloat16 arrays travel as float32 arrays
-holding bfloat16-representable values (`attnconf.reference.round_to(x, "bfloat16")`).
+Everything a third-party adapter is written against is importable from here: the dataclasses that
+cross the contract, `Capabilities`, the `Adapter` / `KernelAdapter` protocols, the optional methods,
+`AdapterBase` (every member with its default) and `KernelAdapterBase` (a kernel adapter whose
+`multi_head_attention` is the reference's projections around `dot_product_attention`).
+docs/writing-an-adapter.md is the guide.
 """
 
-from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
-
-import numpy as np
-
-from attnconf.reference._checks import (
+from attnconf.adapters.support import KernelAdapterBase
+from attnconf.contract import (
     FLOAT_DTYPES,
-    as_bool_array,
-    as_float_array,
-    expect_dim,
-    invalid,
+    Adapter,
+    AdapterBase,
+    Array,
+    AttentionInputs,
+    AttentionOutputs,
+    AttentionWeights,
+    Capabilities,
+    KernelAdapter,
+    Level,
+    OptionalMethods,
+    distribution_versions,
+    release_in,
 )
-from attnconf.reference.precision import UNIT_ROUNDOFF, round_to
 
-Array = np.ndarray[Any, Any]
-Level = Literal["layer", "kernel"]
-
-
-def _check_lower_precision(field_name: str, entries: tuple[tuple[str, str, str], ...], dtypes: frozenset[str]) -> None:
-    """Each entry a ``(dtype, lower, why)`` triple: a dtype in `dtypes` once, a less precise float dtype, a reason."""
-    seen: set[str] = set()
-    for entry in entries:
-        if not (isinstance(entry, tuple) and len(entry) == 3 and all(isinstance(x, str) and x for x in entry)):
-            raise invalid(field_name, "(dtype, lower precision, why) triples of non-empty strings", repr(entry))
-        dtype, lower = entry[0], entry[1]
-        if dtype not in dtypes or dtype in seen:
-            raise invalid(field_name, "a dtype in dtypes, declared once", repr(entry))
-        if lower not in FLOAT_DTYPES or UNIT_ROUNDOFF[lower] <= UNIT_ROUNDOFF[dtype]:
-            raise invalid(field_name, f"a float dtype less precise than {dtype!r}", repr(entry))
-        seen.add(dtype)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What an adapter can take. A test that needs more is skipped with the reason.
-
-    Attributes:
-        level: ``"layer"`` (`multi_head_attention`) or ``"kernel"`` (`dot_product_attention`).
-        dtypes: the precisions it runs, from float64, float32, float16, bfloat16.
-        boolean_mask: takes a boolean mask.
-        causal: has a causal flag; `causal_alignment` names where its diagonal sits.
-        causal_alignment: ``"top_left"`` or ``"bottom_right"`` when T != S; None if no causal.
-        causal_with_mask: takes a causal flag and a mask together.
-        returns_weights: returns the attention weights `(B, H, T, S)`.
-        gqa: takes fewer key/value heads than query heads.
-        mqa: with `gqa`, also takes a single key/value head for all query heads (H_kv = 1).
-        kdim_vdim: takes key and value widths that differ from the query width (layer).
-        value_dim: takes a value head width D_v different from D_k.
-        head_dim: takes a key head width D_k other than E_q / H (layer; torch ties them).
-        output_dim: takes an output width E_out different from E_q (layer).
-        bias_free: runs without projection biases (layer).
-        custom_scale: takes a logit scale other than 1/sqrt(D_k).
-        weight_round_trip: implements `round_trip_weights` (layer).
-        gradients: implements `multi_head_attention_vjp` / `dot_product_attention_vjp`.
-        fused: attends without holding the `(B, H, T, S)` scores (a flash-style kernel: memory
-            O((T + S) * D)); False (the default, the safe assumption): the scores are materialised,
-            and the long chapter estimates a case's memory as three `(B, H, T, S)` intermediates.
-        notes: free text shown by `attnconf list`.
-        limits: ``(what, why)`` pairs for what the framework cannot do at all, each a dtype left
-            out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
-            the chapters skip it with `why`, `attnconf list` shows it, and the audit still runs
-            its scenarios there, to measure what happens.
-        precision: ``(dtype, as_accurate_as, why)`` triples for a dtype the framework takes and
-            returns but computes (in part) in a lower precision, e.g. ``("float64", "float32",
-            "casts q, k, v to float32 (link)")``: it cannot deliver that dtype's accuracy at all.
-            The chapters still run in `dtype` (inputs and outputs stay in it) and hold the result
-            to the tolerance derived for an honest evaluation in `as_accurate_as`, so an error
-            bigger than that precision's still fails; `attnconf list` and the run summary show
-            the declaration and `why`, and the audit measures the effective precision. Computed
-            per framework release, like every capability (declare it only for the releases
-            measured).
-        scale_precision: ``(dtype, scale_dtype, why)`` triples for a dtype whose evaluation is
-            honest except that the logit scale (or its square root) is computed in the lower
-            `scale_dtype`, e.g. ``("float64", "float32", "tf.cast of a Python float (link)")``:
-            the error model then grants each logit that rounding
-            (`multi_head_attention_error_bound(..., scale_dtype=...)`) and nothing more, so the
-            rest of the evaluation is still held to `dtype`'s accuracy. Chapters without the
-            error model (gradients, row sums, the long chapter) are not widened: declare their
-            failures as bounded departures.
-    """
-
-    level: Level = "layer"
-    dtypes: frozenset[str] = frozenset(FLOAT_DTYPES)
-    boolean_mask: bool = True
-    causal: bool = True
-    causal_alignment: Literal["top_left", "bottom_right"] | None = "top_left"
-    causal_with_mask: bool = True
-    returns_weights: bool = True
-    gqa: bool = False
-    mqa: bool = True
-    kdim_vdim: bool = False
-    value_dim: bool = False
-    head_dim: bool = True
-    output_dim: bool = False
-    bias_free: bool = True
-    custom_scale: bool = False
-    weight_round_trip: bool = False
-    gradients: bool = False
-    fused: bool = False
-    notes: str = ""
-    limits: tuple[tuple[str, str], ...] = ()
-    precision: tuple[tuple[str, str, str], ...] = ()
-    scale_precision: tuple[tuple[str, str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.level not in ("layer", "kernel"):
-            raise invalid("level", "'layer' or 'kernel'", repr(self.level))
-        unknown = set(self.dtypes) - set(FLOAT_DTYPES)
-        if unknown:
-            raise invalid("dtypes", f"a subset of {FLOAT_DTYPES}", sorted(unknown))
-        if self.causal and self.causal_alignment not in ("top_left", "bottom_right"):
-            raise invalid(
-                "causal_alignment", "'top_left' or 'bottom_right' when causal=True",
-                repr(self.causal_alignment),
-            )
-        for entry in self.limits:
-            if not (isinstance(entry, tuple) and len(entry) == 2 and all(isinstance(x, str) and x for x in entry)):
-                raise invalid("limits", "(what, why) pairs of non-empty strings", repr(entry))
-            what = entry[0]
-            flag = getattr(self, what, None) if what in self.__dataclass_fields__ else None
-            if what in FLOAT_DTYPES:
-                if what in self.dtypes:
-                    raise invalid("limits", f"a dtype left out of dtypes ({what!r} is in dtypes)", repr(entry))
-            elif flag is not False:
-                raise invalid("limits", "a dtype left out of dtypes or a capability flag that is False", repr(entry))
-        _check_lower_precision("precision", self.precision, self.dtypes)
-        _check_lower_precision("scale_precision", self.scale_precision, self.dtypes)
-
-    def limit(self, what: str) -> str | None:
-        """Why the framework cannot do `what` (a dtype or a capability), or None if not declared."""
-        return next((why for name, why in self.limits if name == what), None)
-
-    def accuracy(self, dtype: str) -> str:
-        """The precision whose honest evaluation bounds this adapter's errors in `dtype`: `dtype`
-        itself unless `precision` declares a lower one."""
-        return next((lower for name, lower, _ in self.precision if name == dtype), dtype)
-
-    def precision_reason(self, dtype: str) -> str | None:
-        """Why results in `dtype` only have a lower precision's accuracy, or None if not declared."""
-        return next((why for name, _, why in self.precision if name == dtype), None)
-
-    def scale_accuracy(self, dtype: str) -> str | None:
-        """The precision the logit scale is computed in for `dtype`, when declared lower; else None."""
-        return next((lower for name, lower, _ in self.scale_precision if name == dtype), None)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["dtypes"] = [t for t in FLOAT_DTYPES if t in self.dtypes]
-        d["limits"] = dict(self.limits)
-        d["precision"] = {name: {"as_accurate_as": lower, "why": why} for name, lower, why in self.precision}
-        d["scale_precision"] = {name: {"scale_in": lower, "why": why} for name, lower, why in self.scale_precision}
-        return d
-
-
-@dataclass(frozen=True)
-class AttentionInputs:
-    """query `(B, T, E_q)`, key `(B, S, E_k)`, value `(B, S, E_v)`, mask `(B, T, S)` or None.
-
-    `mask` is boolean, True = may attend. `causal` applies the causal mask with the alignment the
-    adapter declares. `scale` is the logit scale, `1/sqrt(D_k)` when None.
-    """
-
-    query: Array
-    key: Array
-    value: Array
-    mask: Array | None = None
-    causal: bool = False
-    scale: float | None = None
-
-    def __post_init__(self) -> None:
-        q = as_float_array("query", self.query, 3)
-        k = as_float_array("key", self.key, 3)
-        v = as_float_array("value", self.value, 3)
-        expect_dim("key", k, 0, q.shape[0], "batch B, as in query")
-        expect_dim("value", v, 0, q.shape[0], "batch B, as in query")
-        expect_dim("value", v, 1, k.shape[1], "keys S, as in key")
-        if self.mask is not None:
-            m = as_bool_array("mask", self.mask, 3)
-            if m.shape != (q.shape[0], q.shape[1], k.shape[1]):
-                raise invalid("mask", f"shape (B, T, S)={(q.shape[0], q.shape[1], k.shape[1])}", m.shape)
-        if not isinstance(self.causal, (bool, np.bool_)):
-            raise invalid("causal", "a bool", repr(self.causal))
-        if self.scale is not None and (
-            isinstance(self.scale, bool) or not np.isfinite(self.scale) or self.scale <= 0
-        ):
-            raise invalid("scale", "a positive finite float or None", repr(self.scale))
-
-    @property
-    def shape(self) -> dict[str, int]:
-        B, T, E_q = self.query.shape
-        return {"B": B, "T": T, "S": self.key.shape[1], "E_q": E_q,
-                "E_k": self.key.shape[2], "E_v": self.value.shape[2]}
-
-    def astype(self, dtype: str) -> AttentionInputs:
-        """Inputs rounded to precision `dtype` (bfloat16 kept in float32)."""
-        rounded: dict[int, Array] = {}
-
-        def rnd(a: Array) -> Array:  # keeps self-attention's shared arrays shared
-            if id(a) not in rounded:
-                rounded[id(a)] = round_to(a, dtype)
-            return rounded[id(a)]
-
-        return dataclasses.replace(self, query=rnd(self.query), key=rnd(self.key), value=rnd(self.value))
-
-
-_WEIGHT_SHAPES = {
-    "query_kernel": "(E_q, H, D_k)",
-    "key_kernel": "(E_k, H_kv, D_k)",
-    "value_kernel": "(E_v, H_kv, D_v)",
-    "output_kernel": "(H, D_v, E_out)",
-    "query_bias": "(H, D_k)",
-    "key_bias": "(H_kv, D_k)",
-    "value_bias": "(H_kv, D_v)",
-    "output_bias": "(E_out,)",
-}
-
-
-@dataclass(frozen=True)
-class AttentionWeights:
-    """Canonical multi-head attention weights, einsum layout (`x @ W`).
-
-    query_kernel `(E_q, H, D_k)`, key_kernel `(E_k, H_kv, D_k)`, value_kernel `(E_v, H_kv, D_v)`,
-    output_kernel `(H, D_v, E_out)`; biases query_bias `(H, D_k)`, key_bias `(H_kv, D_k)`,
-    value_bias `(H_kv, D_v)`, output_bias `(E_out,)`, each optional. `H_kv` divides `H`.
-    """
-
-    query_kernel: Array
-    key_kernel: Array
-    value_kernel: Array
-    output_kernel: Array
-    query_bias: Array | None = None
-    key_bias: Array | None = None
-    value_bias: Array | None = None
-    output_bias: Array | None = None
-
-    NAMES: ClassVar[tuple[str, ...]] = tuple(_WEIGHT_SHAPES)
-
-    def __post_init__(self) -> None:
-        wq = as_float_array("query_kernel", self.query_kernel, 3)
-        wk = as_float_array("key_kernel", self.key_kernel, 3)
-        wv = as_float_array("value_kernel", self.value_kernel, 3)
-        wo = as_float_array("output_kernel", self.output_kernel, 3)
-        H, D_k = wq.shape[1], wq.shape[2]
-        H_kv, D_v = wv.shape[1], wv.shape[2]
-        expect_dim("key_kernel", wk, 2, D_k, "D_k, as in query_kernel")
-        expect_dim("value_kernel", wv, 1, wk.shape[1], "H_kv, as in key_kernel")
-        expect_dim("output_kernel", wo, 0, H, "H, as in query_kernel")
-        expect_dim("output_kernel", wo, 1, D_v, "D_v, as in value_kernel")
-        if H % H_kv:
-            raise invalid("key_kernel", f"a number of kv heads H_kv that divides H={H}", H_kv)
-        expected = {"query_bias": (H, D_k), "key_bias": (H_kv, D_k),
-                    "value_bias": (H_kv, D_v), "output_bias": (wo.shape[2],)}
-        for name, shape in expected.items():
-            b = getattr(self, name)
-            if b is not None:
-                b = as_float_array(name, b, len(shape))
-                if b.shape != shape:
-                    raise invalid(name, f"shape {_WEIGHT_SHAPES[name]}={shape}", b.shape)
-
-    @property
-    def num_heads(self) -> int:
-        return int(self.query_kernel.shape[1])
-
-    @property
-    def num_kv_heads(self) -> int:
-        return int(self.key_kernel.shape[1])
-
-    @property
-    def key_head_dim(self) -> int:
-        return int(self.query_kernel.shape[2])
-
-    @property
-    def value_head_dim(self) -> int:
-        return int(self.value_kernel.shape[2])
-
-    @property
-    def query_dim(self) -> int:
-        return int(self.query_kernel.shape[0])
-
-    @property
-    def key_dim(self) -> int:
-        return int(self.key_kernel.shape[0])
-
-    @property
-    def value_dim(self) -> int:
-        return int(self.value_kernel.shape[0])
-
-    @property
-    def output_dim(self) -> int:
-        return int(self.output_kernel.shape[2])
-
-    @property
-    def has_bias(self) -> bool:
-        return any(getattr(self, n) is not None for n in ("query_bias", "key_bias", "value_bias", "output_bias"))
-
-    def arrays(self) -> dict[str, Array]:
-        """The arrays that are present, by canonical name."""
-        return {n: getattr(self, n) for n in self.NAMES if getattr(self, n) is not None}
-
-    def astype(self, dtype: str) -> AttentionWeights:
-        """Weights rounded to precision `dtype` (bfloat16 kept in float32)."""
-        return dataclasses.replace(self, **{n: round_to(a, dtype) for n, a in self.arrays().items()})
-
-
-@dataclass(frozen=True)
-class AttentionOutputs:
-    """output `(B, T, E_out)` and weights `(B, H, T, S)` or None."""
-
-    output: Array
-    weights: Array | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Adapter(Protocol):
-    """One framework's attention behind the contract.
-
-    Layer-level adapters implement `multi_head_attention`; kernel-level adapters implement
-    `dot_product_attention` on `(B, H, T, D)` arrays and declare ``level="kernel"``.
-    """
-
-    name: str
-    capabilities: Capabilities
-
-    def versions(self) -> dict[str, str]: ...
-
-    def multi_head_attention(
-        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str
-    ) -> AttentionOutputs: ...
-
-
-class KernelAdapter(Protocol):
-    """The kernel-level method: q `(B, H, T, D_k)`, k `(B, H_kv, S, D_k)`, v `(B, H_kv, S, D_v)`,
-    mask `(B, H, T, S)` bool or None; returns `(B, H, T, D_v)`."""
-
-    name: str
-    capabilities: Capabilities
-
-    def versions(self) -> dict[str, str]: ...
-
-    def dot_product_attention(
-        self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-        scale: float | None, dtype: str,
-    ) -> Array: ...
-
-
-class OptionalMethods(Protocol):
-    """Optional methods an adapter may implement (each guarded by `hasattr` where used).
-
-    round_trip_weights(weights, dtype) -> AttentionWeights
-        Load canonical weights into the native layer, read them back out of it. Declared by
-        ``capabilities.weight_round_trip``.
-    native_mask_attention(inputs, weights, dtype, native_mask) -> AttentionOutputs
-        Like `multi_head_attention`, but `native_mask` (a NumPy array `(B, T, S)`, boolean or
-        float) is handed to the framework's own mask argument unconverted: no polarity flip, no
-        additive conversion. The audit uses it to observe the native API's conventions.
-    with_dropout(inputs, weights, dtype, rate) -> AttentionOutputs
-        The layer built with attention dropout `rate`, called the framework's documented way
-        for inference (e.g. `module.eval()`, `training=False`, `deterministic=True`).
-    multi_head_attention_vjp(inputs, weights, dtype, cotangent) -> dict[str, ndarray]
-        Gradients of `sum(output * cotangent)` with respect to "query", "key", "value" and every
-        present canonical weight name, in the canonical layout. Declared by
-        ``capabilities.gradients``.
-    dot_product_attention_vjp(q, k, v, mask, causal, scale, dtype, cotangent) -> dict
-        The kernel-level counterpart: keys "q", "k", "v".
-    """
-
-    def round_trip_weights(self, weights: AttentionWeights, dtype: str) -> AttentionWeights: ...
-
-    def native_mask_attention(
-        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
-    ) -> AttentionOutputs: ...
-
-    def with_dropout(
-        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, rate: float
-    ) -> AttentionOutputs: ...
-
-    def multi_head_attention_vjp(
-        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
-    ) -> dict[str, Array]: ...
+__all__ = [
+    "FLOAT_DTYPES",
+    "Adapter",
+    "AdapterBase",
+    "Array",
+    "AttentionInputs",
+    "AttentionOutputs",
+    "AttentionWeights",
+    "Capabilities",
+    "KernelAdapter",
+    "KernelAdapterBase",
+    "Level",
+    "OptionalMethods",
+    "distribution_versions",
+    "release_in",
+]

@@ -29,8 +29,8 @@ import numpy as np
 
 from attnconf.adapters import _flax_common as fc
 from attnconf.adapters._jax_common import PROCESS_GROUP, JitCache, jax, jax_dtype, to_jax, to_numpy, tree_to_numpy
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import AdapterBase
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference._checks import invalid
 from attnconf.reference.precision import round_to
 

@@ -45,8 +45,8 @@ from attnconf.adapters._jax_common import (
     to_numpy,
     tree_to_numpy,
 )
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import AdapterBase, release_in
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference._checks import FLOAT_DTYPES, invalid
 from attnconf.reference.precision import round_to
 

@@ -39,8 +39,8 @@ from attnconf.adapters._keras_common import (
     keras3_vjp,
     numpy_of,
 )
-from attnconf.adapters.base import Capabilities
 from attnconf.adapters.support import release_in
+from attnconf.contract import Capabilities
 
 Array = np.ndarray[Any, Any]
 

@@ -36,8 +36,8 @@ from attnconf.adapters._keras_common import (
     keras3_vjp,
     numpy_of,
 )
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase, release_in
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 
 Array = np.ndarray[Any, Any]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import AdapterBase
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference import (
     multi_head_attention,
     multi_head_attention_vjp,

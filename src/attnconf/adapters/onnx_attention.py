@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _onnx_common as common
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 
 Array = np.ndarray[Any, Any]
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _onnx_common as common
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import AdapterBase
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 
 Array = np.ndarray[Any, Any]
 

@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from attnconf.adapters.base import Capabilities
+from attnconf.contract import Capabilities
 
 GROUP = "attnconf.adapters"
 

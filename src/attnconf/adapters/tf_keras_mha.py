@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters._keras_common import MHAAdapterBase, as_storage, tf_vjp
-from attnconf.adapters.base import Capabilities
+from attnconf.contract import Capabilities
 
 Array = np.ndarray[Any, Any]
 

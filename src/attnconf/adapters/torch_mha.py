@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from attnconf.adapters import _torch
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import BIASES, AdapterBase, present_biases
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference._checks import invalid
 from attnconf.reference.masks import causal_mask
 

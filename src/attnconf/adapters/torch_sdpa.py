@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _torch
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import KernelAdapterBase
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 
 Array = np.ndarray[Any, Any]
 

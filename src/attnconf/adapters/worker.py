@@ -30,7 +30,7 @@ import time
 import traceback
 from typing import Any, BinaryIO
 
-from attnconf.bench.memory import format_size, peak_rss_bytes, rss_bytes
+from attnconf.memory import format_size, peak_rss_bytes, rss_bytes
 
 _HEADER = struct.Struct("!Q")
 DEFAULT_TIMEOUT = 300.0

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from attnconf import realweights
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
+from attnconf.contract import AttentionInputs, AttentionWeights
 
 Array = np.ndarray[Any, Any]
 

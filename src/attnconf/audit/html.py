@@ -65,7 +65,7 @@ def _header(report: dict[str, Any]) -> str:
         "Every outcome was observed in this run.</p>"
         '<p class="legend"><span class="k-spec" style="background:#e3f4e1">the spec\'s outcome</span>'
         '<span style="background:#eef2fb">the common outcome (no spec)</span>'
-        '<span style="background:#fdd9b5"><b>departs</b></span><span style="color:#888"><i>not applicable</i></span>'
+        '<span style="background:#fdd9b5"><b>departs</b></span><span style="color:#888"><i>not applicable (n/a: declared unsupported, reason in the tooltip)</i></span>'
         '<span style="background:#f6c6c6"><b>crashed / invalid</b></span> Each cell links to its evidence.</p>'
         '<section id="adapters"><h2>Adapters</h2><table><thead><tr><th>column</th><th>adapter</th><th>framework</th>'
         f"<th>api</th><th>versions</th><th>status</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></section>"
@@ -89,9 +89,10 @@ def _tables(report: dict[str, Any], cols: list[str]) -> str:
                 if r is None:
                     cells.append("<td></td>")
                     continue
-                kind = layout.cell_kind(r["outcome"], sc, ref)
-                cells.append(f'<td class="k-{kind}" title="{e(r["detail"])}"><a href="#{layout.anchor(sid, c)}">'
-                             f"{e(r['outcome'])}</a></td>")
+                kind = layout.result_kind(r, sc, ref)
+                title, label = (layout.na_title(r), "n/a") if layout.declared(r) else (r["detail"], r["outcome"])
+                cells.append(f'<td class="k-{kind}" title="{e(title)}"><a href="#{layout.anchor(sid, c)}">'
+                             f"{e(label)}</a></td>")
             rows.append(f'<tr><th><a href="#{layout.anchor(sid)}">{e(sid)}</a></th><td>{e(sc["spec"] or "-")}</td>'
                         + "".join(cells) + "</tr>")
         parts.append(f'<section id="g-{e(gid)}"><h2>{e(title)}</h2><div class="wide"><table><thead><tr>'
@@ -166,10 +167,12 @@ def _evidence(report: dict[str, Any], cols: list[str]) -> str:
             r = sc["results"].get(c)
             if r is None:
                 continue
-            kind = layout.cell_kind(r["outcome"], sc, ref)
+            kind = layout.result_kind(r, sc, ref)
             numbers = e(json.dumps(r["evidence"], indent=1, ensure_ascii=False))
+            why = layout.declared(r)
+            na = f"<i>n/a</i>, declared unsupported: {e(why)}. Measured: " if why else ""
             rows.append(f'<tr id="{layout.anchor(sid, c)}"><th>{e(c)}</th><td class="k-{kind}">{e(r["outcome"])}</td>'
-                        f"<td>{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>")
+                        f"<td>{na}{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>")
         parts.append(
             f'<section id="{layout.anchor(sid)}"><h3>{e(sid)}: {e(sc["title"])}</h3><p>{e(sc["description"])} '
             f"{spec}.</p><p>Outcomes: {outcomes}.</p><p>Setup: <code>{e(json.dumps(sc['setup']))}</code>. "

@@ -1,7 +1,10 @@
 """What the Markdown and HTML writers share: columns, short labels, anchors, cell highlighting.
 
 A cell is highlighted when its outcome departs from the spec's outcome, or, where the spec defines
-none, from the most common outcome among the adapters that ran the scenario.
+none, from the most common outcome among the adapters that ran the scenario. A cell the adapter
+declares unsupported (a dtype left out of its capabilities, a capability flag False: the result's
+``evidence["declared_unsupported"]``) is not applicable, whatever was measured there: it is shown
+as "n/a" with the declared reason, never as a departure.
 """
 
 from __future__ import annotations
@@ -50,12 +53,30 @@ def anchor(scenario_id: str, adapter: str | None = None) -> str:
     return f"e-{zlib.crc32((scenario_id + chr(0) + adapter).encode()):08x}"
 
 
+def declared(result: dict[str, Any]) -> str | None:
+    """Why the adapter declares it cannot do what the cell's scenario needs, or None."""
+    reason = (result.get("evidence") or {}).get("declared_unsupported")
+    return str(reason) if reason else None
+
+
 def reference_outcome(scenario: dict[str, Any]) -> str | None:
     """The outcome cells are compared with: the spec's, else the most common measured one (None on a tie)."""
     if scenario.get("spec"):
         return str(scenario["spec"])
-    measured = [r["outcome"] for r in scenario["results"].values() if r["outcome"] not in NOT_APPLICABLE + BROKEN]
+    measured = [r["outcome"] for r in scenario["results"].values()
+                if r["outcome"] not in NOT_APPLICABLE + BROKEN and not declared(r)]
     return majority(measured)
+
+
+def result_kind(result: dict[str, Any], scenario: dict[str, Any], reference: str | None) -> str:
+    """`cell_kind` of a result: ``na`` where the adapter declares the scenario unsupported."""
+    return "na" if declared(result) else cell_kind(result["outcome"], scenario, reference)
+
+
+def na_title(result: dict[str, Any]) -> str:
+    """The tooltip of a not-applicable cell: the declared reason, then what was measured."""
+    reason = declared(result) or str(result.get("detail", ""))
+    return f"not applicable, declared: {reason}. Measured: {result['outcome']}: {result.get('detail', '')}"
 
 
 def cell_kind(outcome: str, scenario: dict[str, Any], reference: str | None) -> str:

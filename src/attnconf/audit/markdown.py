@@ -1,7 +1,8 @@
 """audit.md: one table per scenario group (adapters as columns), every cell linked to its evidence.
 
 Fit for pasting into an issue: GitHub-flavoured Markdown, every text that came from an adapter or a
-framework escaped (HTML and Markdown), cells that depart from the spec in bold.
+framework escaped (HTML and Markdown), cells that depart from the spec in bold, cells the adapter
+declares unsupported as "n/a" with the declared reason in the link's title (a tooltip).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ def md(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=False))
 
 
-def _cell(outcome: str, kind: str, target: str) -> str:
-    label = md(outcome)
+def _cell(result: dict[str, Any], kind: str, target: str) -> str:
+    if layout.declared(result):  # the tooltip (a link title) has the declared reason and what was measured
+        title = md(layout.na_title(result)).replace('"', "&quot;")
+        return f'[_n/a_](#{target} "{title}")'
+    label = md(result["outcome"])
     if kind == "diff":
         label = f"**{label}**"
     elif kind == "na":
@@ -43,7 +47,8 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"({md(report['run']['started'])}, {report['run']['duration_s']:.1f} s).",
         "",
         "**Bold**: departs from the spec's outcome (or, where the spec defines none, from the most common one); "
-        "_italic_: not applicable; (!): the adapter crashed or broke the contract. Each cell links to its evidence; "
+        "_italic_: not applicable (_n/a_: the adapter declares it cannot do this; the declared reason is in the "
+        "cell's tooltip and its evidence); (!): the call crashed or broke the contract. Each cell links to its evidence; "
         "the full numbers are in audit.json.",
         "",
         "## Adapters",
@@ -76,7 +81,7 @@ def _group_tables(report: dict[str, Any], cols: list[str]) -> list[str]:
                 if r is None:
                     cells.append("")
                     continue
-                cells.append(_cell(r["outcome"], layout.cell_kind(r["outcome"], sc, ref), layout.anchor(sid, c)))
+                cells.append(_cell(r, layout.result_kind(r, sc, ref), layout.anchor(sid, c)))
             spec = md(sc["spec"]) if sc["spec"] else "-"
             lines.append(f"| [{md(sid)}](#{layout.anchor(sid)}) | {spec} | " + " | ".join(cells) + " |")
     return lines
@@ -92,20 +97,21 @@ def _evidence(report: dict[str, Any], cols: list[str]) -> list[str]:
         spec = f"Spec: {md(sc['spec'])}" if sc["spec"] else "Spec: defines no outcome"
         if sc["spec_note"]:
             spec += f" ({md(sc['spec_note'])})"
-        own = {k: v for k, v in sc["outcomes"].items() if k not in COMMON_OUTCOMES}
+        own = {k: v for k, v in sc["outcomes"].items() if COMMON_OUTCOMES.get(k) != v}
         lines.append(spec + ". Outcomes: " + "; ".join(f"{md(k)}: {md(v)}" for k, v in own.items()) + ".")
         if sc["setup"]:
             lines += ["", "Setup: " + md(", ".join(f"{k}={v}" for k, v in sc["setup"].items())) + "."]
         lines += ["", f"Reproduce: `{sc['reproduce']}`.", ""]
-        same: dict[tuple[str, str], list[str]] = {}
+        same: dict[tuple[str, str, str], list[str]] = {}
         for c in cols:
             r = sc["results"].get(c)
             if r is not None:
-                same.setdefault((r["outcome"], r["detail"]), []).append(c)
-        for (outcome, detail), names in same.items():
+                same.setdefault((r["outcome"], r["detail"], layout.declared(r) or ""), []).append(c)
+        for (outcome, detail, why), names in same.items():
             anchors = "".join(f'<a id="{layout.anchor(sid, c)}"></a>' for c in names)
             who = ", ".join(f"**{md(c)}**" for c in names)
-            lines.append(f"- {anchors}{who}: {md(outcome)}. {md(detail)}")
+            na = f"_n/a_, declared unsupported: {md(why)}. Measured: " if why else ""
+            lines.append(f"- {anchors}{who}: {na}{md(outcome)}. {md(detail)}")
         lines.append("")
     return lines
 

@@ -4,10 +4,16 @@ A scenario's `measure(ctx)` calls the adapter only through `Context` (which turn
 raises into `AdapterRaised` and checks what it returns against the contract), measures numbers, and
 classifies them (`classify.py`). `run_scenario` maps what went wrong to an outcome:
 
-- the adapter (or its framework) raised: the scenario's `on_error` outcome (``error``, ``rejected``);
+- the adapter (or its framework) raised: ``rejected`` (a documented refusal, with the message) where
+  the adapter declares it cannot do what the scenario needs (`Context.declared_unsupported`) or raised
+  `NotImplementedError`; else the scenario's `on_error` outcome (``crashed``, or ``rejected`` where
+  the scenario counts any refusal of its input as one);
 - it returned something the contract does not allow (wrong type or shape): ``invalid``;
 - the scenario needs a method or capability the adapter lacks: ``unsupported``, with the reason;
 - the audit itself failed: ``audit_error``, with the traceback (a bug here, never blamed on the adapter).
+
+A result measured where the adapter declares it cannot go carries the declared reason in its
+evidence (``evidence["declared_unsupported"]``): the reports show it as not applicable.
 
 `WorkerError` (the adapter's worker process crashed or hung) is not caught: the runner owns that.
 """
@@ -20,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionOutputs
 from attnconf.adapters.worker import AdapterCallError, WorkerError
+from attnconf.contract import AttentionOutputs
+from attnconf.reference._checks import FLOAT_DTYPES
 
 if TYPE_CHECKING:
     from attnconf.audit.probes import Probe
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
 
 Array = np.ndarray[Any, Any]
 MESSAGE_LIMIT = 400
+#: What an adapter raises to say "I do not do this" (Python's convention), shown as ``rejected``.
+REFUSALS = ("NotImplementedError",)
 
 
 @dataclass
@@ -92,6 +101,25 @@ class Context:
         if dtype not in self.capabilities.dtypes and self.capabilities.limit(dtype) is None:
             raise Unsupported(f"the adapter does not run {dtype} (capabilities.dtypes)")
 
+    def declared_unsupported(self, needs: tuple[str, ...]) -> str | None:
+        """Why the adapter declares it cannot do one of `needs` (dtypes and `Capabilities` flags), or None.
+
+        A dtype left out of `capabilities.dtypes` or a flag set False; the reason is the one in
+        `capabilities.limits` where the adapter gives one.
+        """
+        caps = self.capabilities
+        for what in needs:
+            if what in FLOAT_DTYPES:
+                declared = what not in caps.dtypes
+                text = f"capabilities.dtypes leaves out {what}"
+            else:
+                declared = getattr(caps, what) is False
+                text = f"capabilities.{what}=False"
+            if declared:
+                why = caps.limit(what)
+                return f"{text}: {why}" if why else text
+        return None
+
     def call(self, method: str, *args: Any) -> Any:
         """Call an adapter method; what it raises becomes `AdapterRaised` (worker crashes pass through)."""
         try:
@@ -152,6 +180,14 @@ class Context:
 
 def run_scenario(scenario: Scenario, ctx: Context) -> Result:
     """Measure `scenario` on the adapter in `ctx`; see the module docstring for the outcomes."""
+    declared = ctx.declared_unsupported(scenario.needs())
+    result = _measure(scenario, ctx, declared)
+    if declared and result.outcome not in ("unsupported", "audit_error"):
+        result.evidence["declared_unsupported"] = declared
+    return result
+
+
+def _measure(scenario: Scenario, ctx: Context, declared: str | None) -> Result:
     try:
         return scenario.measure(ctx)
     except WorkerError:
@@ -159,7 +195,12 @@ def run_scenario(scenario: Scenario, ctx: Context) -> Result:
     except Unsupported as err:
         return Result("unsupported", str(err), {"reason": str(err)})
     except AdapterRaised as err:
-        return Result(scenario.on_error, f"raised {err.type_name}: {_clip(err.message)}", {"error": err.as_dict()})
+        raised = f"raised {err.type_name}: {_clip(err.message)}"
+        if declared:
+            return Result("rejected", f"refused, as declared ({declared}): {raised}", {"error": err.as_dict()})
+        if err.type_name in REFUSALS:
+            return Result("rejected", f"refused: {raised}", {"error": err.as_dict()})
+        return Result(scenario.on_error, raised, {"error": err.as_dict()})
     except InvalidOutput as err:
         return Result("invalid", f"broke the adapter contract: {err}", {"reason": str(err)})
     except Exception as err:  # a bug in the audit, reported as such, never as the adapter's outcome

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference.attention import project_heads, scaled_dot_product_attention
 
 Array = np.ndarray[Any, Any]

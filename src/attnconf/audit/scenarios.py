@@ -29,8 +29,12 @@ GROUPS: dict[str, str] = {
 #: Outcomes every scenario can have besides its own.
 COMMON_OUTCOMES: dict[str, str] = {
     "unsupported": "the adapter lacks the method or capability the scenario needs (the reason says which)",
+    "rejected": "the call raised a documented refusal: where the adapter declares it cannot go (a dtype left "
+                "out of its capabilities or a capability flag False, the reason in capabilities.limits), or "
+                "NotImplementedError; the detail has the reason and the message",
     "invalid": "the adapter returned something the contract does not allow",
-    "crashed": "the adapter's worker process crashed or hung during this scenario",
+    "crashed": "the call raised an exception that is not a documented refusal (the evidence has its type and "
+               "message), or the adapter's worker process crashed or hung during this scenario",
     "not_run": "not run: the adapter's worker crashed in an earlier scenario",
     "audit_error": "the audit itself failed here (a bug in attnconf, not the adapter)",
 }
@@ -40,7 +44,6 @@ _FULLY_MASKED = {
     "zeros": "the row's attention output is zero (a layer's output row equals its output bias)",
     "uniform": "the row attends to every key equally (the mean of the values)",
     "unmasked": "the row attends as if it had no mask",
-    "error": "the call raised",
     "other": "none of the above (see the evidence)",
 }
 _SPREAD = {
@@ -48,19 +51,16 @@ _SPREAD = {
     "some_rows": "some query rows of it are non-finite",
     "none": "no output is non-finite",
     "other_batches": "rows of other batch elements turn non-finite too",
-    "error": "the call raised",
 }
 _PRECISION = {
     "float32": "the softmax runs wider than the input and is rounded once (error within 0.5 ulp)",
     "indistinct": "the probe could not tell the precisions apart on this input",
     "other": "more error than a softmax evaluated entirely in the input precision",
-    "error": "the call raised",
 }
 _STABILITY = {
     "stable": "agrees with the float64 reference within the derived tolerance",
     "overflow": "NaN or inf in the weights (the softmax overflowed)",
     "inaccurate": "finite, but beyond the derived tolerance",
-    "error": "the call raised",
 }
 
 
@@ -77,12 +77,21 @@ class Scenario:
     measure: Callable[[Context], Result]
     spec: str | None = None
     spec_note: str = ""
-    on_error: str = "error"
+    on_error: str = "crashed"
     setup: dict[str, Any] = field(default_factory=dict)
     cross: bool = False
+    #: `Capabilities` flags the scenario exercises (besides its dtype, `setup["dtype"]`): where the
+    #: adapter declares one False, its cell is reported as not applicable.
+    requires: tuple[str, ...] = ()
 
     def all_outcomes(self) -> dict[str, str]:
-        return {**self.outcomes, **COMMON_OUTCOMES}
+        """The scenario's own outcomes, then the common ones it does not describe itself."""
+        return {**self.outcomes, **{k: v for k, v in COMMON_OUTCOMES.items() if k not in self.outcomes}}
+
+    def needs(self) -> tuple[str, ...]:
+        """The dtype and the capability flags the scenario exercises."""
+        dtype = self.setup.get("dtype")
+        return ((dtype,) if isinstance(dtype, str) else ()) + self.requires
 
 
 def _cross(ctx: Context) -> Result:  # pragma: no cover - cross scenarios are measured by the runner
@@ -117,10 +126,10 @@ CATALOG: tuple[Scenario, ...] = (
               "ignored": "the causal flag had no effect on any probe",
               "inconsistent": "each probe shows an alignment, but not the same one on all of them (it depends on "
                               "the shape or on the mask; the evidence lists each probe's)",
-              "error": "the call raised on every probe",
               "other": "some probe matches neither alignment (e.g. a mixture within one call)"},
              masks.causal_alignment,
              spec_note="the spec names both alignments and implies neither; each adapter declares its own",
+             requires=("causal",),
              setup={**_BASE, "probes": {"T < S": {"T": 4, "S": 16}, "T = 1": {"T": 1, "S": 16},
                                         "T > S": {"T": 8, "S": 6, "D_k": 6, "E": 12},
                                         "T < S, with a mask": {"T": 4, "S": 16, "mask": "key 1 of batch 0, keys 12.. "
@@ -128,7 +137,7 @@ CATALOG: tuple[Scenario, ...] = (
     Scenario("mask_polarity", "masking", "Boolean mask polarity of the native API",
              "A boolean (B, T, S) mask handed to the framework's own mask argument unconverted.",
              {"true_attends": "True means may attend", "true_masks": "True means masked out",
-              "ignored": "the mask had no effect", "error": "the call raised", "other": "none of the above"},
+              "ignored": "the mask had no effect", "other": "none of the above"},
              masks.mask_polarity, spec="true_attends", spec_note="the spec's boolean masks: True means may attend",
              setup=_BASE),
     Scenario("additive_mask", "masking", "Additive float mask",
@@ -151,24 +160,23 @@ CATALOG: tuple[Scenario, ...] = (
     Scenario("returned_weights", "outputs", "Returned attention weights",
              "The attention weights multi_head_attention returns.",
              {"per_head": "per head, (B, H, T, S)", "averaged": "averaged over heads",
-              "none": "no weights returned", "error": "the call raised", "other": "none of the above"},
+              "none": "no weights returned", "other": "none of the above"},
              outputs.returned_weights, spec="per_head", spec_note="weights are returned per head (B, H, T, S)",
-             setup=_BASE),
+             setup=_BASE, requires=("returns_weights",)),
     Scenario("default_scale", "outputs", "Default logit scale",
              "No scale given: the scale fitted to the effective weights (D_k = 16, E = 32).",
              {"inv_sqrt_d_k": "1/sqrt(D_k)", "one": "1 (no scaling)", "inv_d_k": "1/D_k (scaled twice)",
-              "inv_sqrt_embed_dim": "1/sqrt(E), the model width", "error": "the call raised",
+              "inv_sqrt_embed_dim": "1/sqrt(E), the model width",
               "other": "none of the above"},
              outputs.default_scale, spec="inv_sqrt_d_k", spec_note="scale 1/sqrt(D_k) unless given", setup=_BASE),
     Scenario("custom_scale", "outputs", "Custom logit scale",
              f"scale={outputs.CUSTOM_SCALE} given through the contract.",
              {"honoured": "the given scale is used", "ignored": "1/sqrt(D_k) is used instead",
-              "error": "the call raised", "other": "none of the above"},
-             outputs.custom_scale, spec="honoured", setup=_BASE),
+              "other": "none of the above"},
+             outputs.custom_scale, spec="honoured", setup=_BASE, requires=("custom_scale",)),
     Scenario("dropout_inference", "outputs", "Dropout in inference mode",
              f"The layer built with dropout {outputs.DROPOUT_RATE}, called the documented way for inference.",
-             {"inactive": "the output equals the dropout-free layer's", "active": "dropout still changes the output",
-              "error": "the call raised"},
+             {"inactive": "the output equals the dropout-free layer's", "active": "dropout still changes the output"},
              outputs.dropout_inference, spec="inactive", setup=_BASE),
     Scenario("softmax_precision.float16", "precision", "Softmax precision for float16 inputs",
              "Exact logits, one-hot values: the error of the weights in ulps of float16.",
@@ -209,15 +217,16 @@ CATALOG: tuple[Scenario, ...] = (
     Scenario("gqa", "heads", "Grouped-query heads",
              "4 query heads on 2 key/value heads: which kv head each query head reads.",
              {"consecutive": "query head h reads kv head h // (H / H_kv)",
-              "interleaved": "query head h reads kv head h % H_kv", "error": "the call raised",
+              "interleaved": "query head h reads kv head h % H_kv",
               "other": "none of the above"},
-             heads.gqa, spec="consecutive", setup={**_BASE, "H": 4, "H_kv": 2, "S": 6, "D_k": 6, "E": 24}),
+             heads.gqa, spec="consecutive", setup={**_BASE, "H": 4, "H_kv": 2, "S": 6, "D_k": 6, "E": 24},
+             requires=("gqa",)),
     Scenario("kdim_vdim", "heads", "Key and value widths",
              "Key width 10 and value width 7 next to a query width of 16.",
-             {"supported": "agrees with the reference", "differs": "runs, but disagrees with the reference",
-              "error": "the call raised"},
+             {"supported": "agrees with the reference", "differs": "runs, but disagrees with the reference"},
              heads.kdim_vdim, spec="supported",
-             setup={"probe": "attnconf.conformance.cases", "E_q": 16, "E_k": 10, "E_v": 7, "dtype": "float32"}),
+             setup={"probe": "attnconf.conformance.cases", "E_q": 16, "E_k": 10, "E_v": 7, "dtype": "float32"},
+             requires=("kdim_vdim",)),
     Scenario("code_paths", "paths", "Code paths of one layer",
              "Adapters of one layer (X, X[fast], X[scores]) compared on every probe both ran.",
              {"identical": "bit for bit the same", "close": "within the classification tolerance",
@@ -228,10 +237,10 @@ CATALOG: tuple[Scenario, ...] = (
              {"zero": "every gradient is zero", "finite": "finite, some non-zero",
               "nan": "NaN or inf in some gradient",
               "inconsistent": "finite, but not the derivative of the adapter's own forward pass (checked by a "
-                              "central finite difference along a random direction)",
-              "error": "the call raised"},
+                              "central finite difference along a random direction)"},
              gradients.grad_fully_masked_row,
-             spec_note="the spec defines no output, hence no gradient, for the row", setup=_BASE),
+             spec_note="the spec defines no output, hence no gradient, for the row", setup=_BASE,
+             requires=("gradients",)),
 )
 
 SCENARIOS: dict[str, Scenario] = {s.id: s for s in CATALOG}

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import registry
-from attnconf.bench.memory import MIB, PeakRss
 from attnconf.conformance import test_long as chapter
+from attnconf.memory import MIB, PeakRss
 
 
 def _call(adapter: Any, name: str, case: chapter.Long, dtype: str) -> Any:

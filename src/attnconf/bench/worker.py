@@ -10,7 +10,7 @@ references, ``reference:chunked`` and ``reference:plain``. For each N, in increa
 2. predict its time from the last step (quadratic growth) and skip it over `max_seconds`;
 3. call the kernel once untimed (compilation, tracing, allocation of caches), then `repeats`
    timed calls; record each wall time, the CPU time per wall time (the cores the kernel really
-   used) and the peak extra resident memory of a timed call (`attnconf.bench.memory.PeakRss`),
+   used) and the peak extra resident memory of a timed call (`attnconf.memory.PeakRss`),
    and separately of the untimed first call: an allocator that keeps a pool from that call (ONNX
    Runtime's arena, XLA's buffers) shows its growth there, not in the timed calls.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.bench.memory import MIB, PeakRss, available_bytes, rss_bytes, score_bytes
+from attnconf.memory import MIB, PeakRss, available_bytes, rss_bytes, score_bytes
 
 Array = np.ndarray[Any, Any]
 Kernel = Callable[[Array, Array, Array], Array]

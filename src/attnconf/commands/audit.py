@@ -86,7 +86,7 @@ def _departures(report: dict[str, Any]) -> int:
     n = 0
     for sc in report["scenarios"].values():
         if sc["spec"]:
-            n += sum(layout.cell_kind(r["outcome"], sc, sc["spec"]) == "diff" for r in sc["results"].values())
+            n += sum(layout.result_kind(r, sc, sc["spec"]) == "diff" for r in sc["results"].values())
     return n
 
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
-from attnconf.bench.memory import GIB, MIB, RESERVE, available_bytes, rss_bytes
 from attnconf.bench.worker import REFERENCES
 from attnconf.errors import EXIT_CRASHED, EXIT_OK, UsageError
+from attnconf.memory import GIB, MIB, RESERVE, available_bytes, rss_bytes
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SCHEMA = "attnconf.bench/1"

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -23,9 +24,9 @@ from typing import Any
 
 from attnconf.adapters import registry
 from attnconf.atomicio import write_text_atomic
-from attnconf.bench.memory import MIB, default_budget, format_size, parse_size
 from attnconf.commands import sessions
 from attnconf.errors import EXIT_CRASHED, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from attnconf.memory import MIB, default_budget, format_size, parse_size
 from attnconf.reference._checks import FLOAT_DTYPES
 
 SUMMARY_SCHEMA = "attnconf.summary/1"
@@ -225,16 +226,28 @@ def _environment() -> dict[str, str]:
     return {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine()}
 
 
-def screen_summary(summary: dict[str, Any], out: Path) -> str:
+def screen_summary(summary: dict[str, Any], out: Path, width: int | None = None) -> str:
+    """The console summary: one line per adapter, its reason (crashed, skipped, failed early) in full,
+    wrapped to `width` columns (the terminal's by default) and indented under the adapter's line."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
     lines = ["", "attnconf run summary", "-" * 72]
     for a in summary["adapters"]:
         c = a.get("counts", {})
         counts = f"{c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('xfailed', 0)} xfailed, {c.get('skipped', 0)} skipped"
         peak = f"  peak {_mib(a)} MiB" if a.get("peak_rss_bytes") else ""
-        what = counts if "counts" in a and a["status"] != "crashed" else a.get("reason", "")[:60]
-        lines.append(f"{a['status']:<8} {a['name']:<52} {what}{peak}")
+        what = counts if "counts" in a and a["status"] != "crashed" else ""
+        lines.append(f"{a['status']:<8} {a['name']:<52} {what}{peak}".rstrip())
+        lines += _wrapped(a.get("reason") or "", width)
     for s in summary["skipped"]:
-        lines.append(f"{'skipped':<8} {s['name']:<52} {s['reason'][:60]}")
+        lines.append(f"{'skipped':<8} {s['name']}")
+        lines += _wrapped(s["reason"], width)
     lines.append("-" * 72)
     lines.append(f"report: {out}/summary.md" + (f", {out}/audit.html" if summary.get("audit") else ""))
     return "\n".join(lines)
+
+
+def _wrapped(text: str, width: int, indent: str = " " * 9) -> list[str]:
+    """`text` whole, each of its lines wrapped to `width` columns and indented by `indent`."""
+    wrap = max(20, width - len(indent))
+    return [indent + piece for line in text.strip().splitlines() if line.strip()
+            for piece in textwrap.wrap(line.strip(), wrap, break_on_hyphens=False)]

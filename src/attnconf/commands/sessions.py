@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from attnconf.adapters import registry
-from attnconf.bench.memory import format_size, peak_rss_bytes, reset_peak
+from attnconf.memory import format_size, peak_rss_bytes, reset_peak
 
 #: How often a running session's progress is read (seconds).
 POLL = 0.2

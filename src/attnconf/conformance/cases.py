@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights, Capabilities
+from attnconf.contract import AttentionInputs, AttentionWeights, Capabilities
 from attnconf.reference.masks import causal_mask
 
 Array = np.ndarray[Any, Any]

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.conformance import memo
 from attnconf.conformance.tolerances import Errors, Tolerance, derive, measure
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference import causal_mask, multi_head_attention, multi_head_attention_error_bound
 from attnconf.reference.precision import storage_dtype
 

@@ -30,7 +30,6 @@ adapters declare theirs without touching this package.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import re
 import sys
@@ -90,13 +89,12 @@ class Difference:
     def version_in_range(self) -> bool:
         from packaging.requirements import Requirement
 
+        from attnconf.contract import installed_version
+
         for spec in self.versions:
             req = Requirement(spec)
-            try:
-                installed = importlib.metadata.version(req.name)
-            except importlib.metadata.PackageNotFoundError:
-                return False
-            if not req.specifier.contains(installed, prereleases=True):
+            installed = installed_version(req.name)
+            if installed is None or not req.specifier.contains(installed, prereleases=True):
                 return False
         return True
 

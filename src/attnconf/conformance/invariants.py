@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.conformance.cases import make_inputs, make_weights
 from attnconf.conformance.check import Checker
 from attnconf.conformance.strategies import Shape
 from attnconf.conformance.tolerances import derive, derive_change, measure, ratios
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference import project_heads
 
 Array = np.ndarray[Any, Any]

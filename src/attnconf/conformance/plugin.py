@@ -63,7 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _memory_size(text: str) -> int:
-    from attnconf.bench.memory import parse_size
+    from attnconf.memory import parse_size
 
     try:
         return parse_size(text)
@@ -77,7 +77,7 @@ _BUDGET = pytest.StashKey[int]()
 def memory_budget(config: pytest.Config) -> int:
     """Bytes: ``--attnconf-memory-budget``, else half the memory available when first asked (once per session)."""
     if _BUDGET not in config.stash:
-        from attnconf.bench.memory import default_budget
+        from attnconf.memory import default_budget
 
         config.stash[_BUDGET] = config.getoption("attnconf_memory_budget", None) or default_budget()
     return config.stash[_BUDGET]

@@ -21,8 +21,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from attnconf.adapters.base import Capabilities
 from attnconf.conformance.cases import Config
+from attnconf.contract import Capabilities
 from attnconf.reference._checks import FLOAT_DTYPES
 from attnconf.reference.masks import causal_mask
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.conformance.cases import CONFIGS, Config, make_inputs, make_mask, make_weights, seed_for
 from attnconf.conformance.check import Checker, as_float64, exact_precision, passes, weights_float64
 from attnconf.conformance.tolerances import derive, measure
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference import multi_head_attention_vjp, round_to, scaled_dot_product_attention_vjp
 from attnconf.reference.precision import storage_dtype
 

@@ -16,9 +16,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnconf.adapters.base import AttentionWeights
 from attnconf.conformance import invariants, profiles, strategies
 from attnconf.conformance.invariants import assert_change, pad, run
+from attnconf.contract import AttentionWeights
 
 Array = np.ndarray
 

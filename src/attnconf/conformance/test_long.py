@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.adapters.worker import RemoteAdapter
-from attnconf.bench.memory import GIB, format_size, rss_bytes, score_bytes
 from attnconf.conformance import memo, plugin, profiles
 from attnconf.conformance.cases import seed_for
 from attnconf.conformance.check import as_float64, weights_float64
+from attnconf.contract import AttentionInputs, AttentionWeights
+from attnconf.memory import GIB, format_size, rss_bytes, score_bytes
 from attnconf.reference import chunked_attention, chunked_multi_head_attention, round_to
 from attnconf.reference.precision import compute_dtype
 

@@ -14,9 +14,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnconf.adapters.base import AttentionInputs
 from attnconf.conformance import invariants, profiles, strategies
 from attnconf.conformance.invariants import assert_change, run
+from attnconf.contract import AttentionInputs
 from attnconf.reference import sinusoidal_positions
 
 

@@ -15,9 +15,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights, Capabilities
 from attnconf.conformance import invariants, profiles, strategies
 from attnconf.conformance.invariants import assert_change, pad, run
+from attnconf.contract import AttentionInputs, AttentionWeights, Capabilities
 
 Array = np.ndarray
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference._checks import (
     as_bool_array,
     as_float_array,
@@ -28,8 +29,6 @@ from attnconf.reference.softmax import FULLY_MASKED_POLICIES, FullyMaskedPolicy,
 
 if TYPE_CHECKING:
     from typing import Literal
-
-    from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 
 Array = np.ndarray[Any, Any]
 
@@ -209,8 +208,6 @@ def multi_head_attention(
     Returns:
         `AttentionOutputs` with output `(B, T, E_out)` and weights `(B, H, T, S)`.
     """
-    from attnconf.adapters.base import AttentionOutputs
-
     if check_weights:
         for name, array in weights.arrays().items():
             check_finite(name, array)

@@ -31,10 +31,11 @@ not depend on the logits: ``dL = 0`` and ``dv += P^T @ dO``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference._checks import as_float_array, check_choice, check_dtype_name, invalid
 from attnconf.reference.attention import (
     _as_bias4,
@@ -45,9 +46,6 @@ from attnconf.reference.attention import (
 from attnconf.reference.masks import Alignment, causal_mask
 from attnconf.reference.precision import in_compute, round_to
 from attnconf.reference.softmax import FULLY_MASKED_POLICIES, FullyMaskedPolicy
-
-if TYPE_CHECKING:
-    from attnconf.adapters.base import AttentionInputs, AttentionWeights
 
 Array = np.ndarray[Any, Any]
 

@@ -44,10 +44,11 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference import _online
 from attnconf.reference._checks import (
     as_bool_array,
@@ -58,9 +59,6 @@ from attnconf.reference._checks import (
 from attnconf.reference.masks import Alignment
 from attnconf.reference.precision import compute_dtype, round_to
 from attnconf.reference.softmax import FullyMaskedPolicy
-
-if TYPE_CHECKING:
-    from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 
 Array = np.ndarray[Any, Any]
 
@@ -260,7 +258,6 @@ def chunked_multi_head_attention(
     Returns:
         `AttentionOutputs` with output `(B, T, E_out)` and weights None.
     """
-    from attnconf.adapters.base import AttentionOutputs
     from attnconf.reference.attention import output_projection, project_heads
 
     precision = dtype if dtype is not None else str(inputs.query.dtype)

@@ -28,16 +28,14 @@ result is honest). See docs/tolerances.md for the derivation of each term.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference._checks import check_dtype_name, invalid
 from attnconf.reference.masks import Alignment, causal_mask
 from attnconf.reference.precision import UNIT_ROUNDOFF, compute_dtype
-
-if TYPE_CHECKING:
-    from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights
 
 Array = np.ndarray[Any, Any]
 
@@ -122,8 +120,6 @@ def multi_head_attention_error_bound(
         bounds, float64, non-negative; rows with no visible key get weight bounds 0 and output
         bounds for an all-zero head output.
     """
-    from attnconf.adapters.base import AttentionOutputs
-
     bounds = _Bounds(dtype)
     u = bounds.u
 

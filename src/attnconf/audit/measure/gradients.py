@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.audit.measure.common import MASKED_ROW, masked_row, seed
 from attnconf.audit.observe import Context, InvalidOutput, Result, Unsupported
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference import project_heads
 
 Array = np.ndarray[Any, Any]

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from attnconf.adapters.base import AttentionInputs, AttentionWeights
 from attnconf.audit import classify, probes
 from attnconf.audit.measure.common import TOL, seed
 from attnconf.audit.observe import Context, Result, Unsupported
 from attnconf.conformance.cases import Config, make_inputs, make_weights
 from attnconf.conformance.tolerances import derive, measure
+from attnconf.contract import AttentionInputs, AttentionWeights
 from attnconf.reference import multi_head_attention
 
 Array = np.ndarray[Any, Any]
