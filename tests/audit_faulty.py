@@ -17,8 +17,7 @@ import numpy as np
 from waiting import mark_hang_started
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference import multi_head_attention_vjp, project_heads, scaled_dot_product_attention
-from attnconf.reference.precision import in_compute, round_to
+from attnconf.reference import multi_head_attention_vjp, output_projection, project_heads, scaled_dot_product_attention
 
 Array = np.ndarray[Any, Any]
 CAPS = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True)
@@ -59,9 +58,7 @@ class Conventions:
             causal=x.causal, alignment=self.alignment, scale=scale, return_weights=True,  # type: ignore[arg-type]
             fully_masked=self.policy, dtype=dtype,  # type: ignore[arg-type]
         )
-        y = round_to(np.einsum("bhtd,hde->bte", in_compute(out, dtype), in_compute(w.output_kernel, dtype)), dtype)
-        if w.output_bias is not None:
-            y = round_to(in_compute(y, dtype) + in_compute(w.output_bias, dtype), dtype)
+        y = output_projection(out, w.output_kernel, w.output_bias, dtype)
         if self.weights_mode == "none":
             return AttentionOutputs(y, None)
         if self.weights_mode == "averaged":

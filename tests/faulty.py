@@ -32,7 +32,7 @@ from hypothesis import Phase, settings
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.adapters.support import AdapterBase
 from attnconf.conformance import profiles
-from attnconf.reference import causal_mask, project_heads, round_to, softmax
+from attnconf.reference import causal_mask, output_projection, project_heads, round_to, softmax
 from attnconf.reference.precision import in_compute
 
 Array = np.ndarray[Any, Any]
@@ -112,10 +112,7 @@ class Pipeline(AdapterBase):
         return round_to(np.einsum("bhts,bhsd->bhtd", in_compute(attn, p), in_compute(v, p)), p)
 
     def merge(self, heads: Array, weights: AttentionWeights, p: str) -> Array:
-        out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, p), in_compute(weights.output_kernel, p)), p)
-        if weights.output_bias is not None:
-            out = round_to(in_compute(out, p) + in_compute(weights.output_bias, p), p)
-        return out
+        return output_projection(heads, weights.output_kernel, weights.output_bias, p)
 
     def returned(self, attn: Array, logits: Array, p: str) -> Array:
         return attn

@@ -8,6 +8,8 @@ import importlib.util
 import pytest
 
 from attnconf.adapters import keras_ops
+from attnconf.adapters.base import Capabilities
+from attnconf.adapters.support import AdapterBase, lazy_capabilities
 
 
 def _installed_as(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
@@ -41,22 +43,43 @@ def test_release_in_reads_metadata_only(monkeypatch: pytest.MonkeyPatch) -> None
 def test_capabilities_follow_the_installed_keras(monkeypatch: pytest.MonkeyPatch, keras: str, kdim_vdim: bool,
                                                  tf_gqa: bool) -> None:
     """What a Keras release can take is declared from its version (measured in the tox matrix)."""
-    import importlib
-
     from attnconf.adapters import keras_mha
 
     _installed_as(monkeypatch, keras)
     try:
-        mha, ops = importlib.reload(keras_mha), importlib.reload(keras_ops)
-        assert mha.KerasMHAJax.capabilities.kdim_vdim is kdim_vdim
-        assert mha.KerasMHAScoresTensorflow.capabilities.kdim_vdim is kdim_vdim
-        assert ops.KerasOpsTensorflow.capabilities.gqa is tf_gqa
-        assert ops.KerasOpsTorch.capabilities.gqa is tf_gqa
-        assert ops.KerasOpsJax.capabilities.gqa is True
+        for base in (keras_mha.KerasMHA, keras_ops.KerasOps):
+            lazy_capabilities.clear(base)  # computed again, on first read, for the faked release
+        assert keras_mha.KerasMHAJax.capabilities.kdim_vdim is kdim_vdim
+        assert keras_mha.KerasMHAScoresTensorflow.capabilities.kdim_vdim is kdim_vdim
+        assert keras_ops.KerasOpsTensorflow.capabilities.gqa is tf_gqa
+        assert keras_ops.KerasOpsTorch.capabilities.gqa is tf_gqa
+        assert keras_ops.KerasOpsJax.capabilities.gqa is True
     finally:
         monkeypatch.undo()
-        importlib.reload(keras_mha)
-        importlib.reload(keras_ops)
+        for base in (keras_mha.KerasMHA, keras_ops.KerasOps):
+            lazy_capabilities.clear(base)
+
+
+def test_capabilities_are_computed_once_on_first_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing at import or class creation; one call per class on first read, cached until cleared."""
+    calls: list[str] = []
+
+    class Base(AdapterBase):
+        name = "lazy.base"
+
+        @classmethod
+        def _capabilities(cls) -> Capabilities:
+            calls.append(cls.__name__)
+            return Capabilities(gqa=cls.__name__ == "Child")
+
+    class Child(Base):
+        name = "lazy.child"
+
+    assert calls == []
+    assert Child().capabilities.gqa and Child.capabilities.gqa and not Base.capabilities.gqa
+    assert calls == ["Child", "Base"]
+    lazy_capabilities.clear(Base)
+    assert Child.capabilities.gqa and calls == ["Child", "Base", "Child"]
 
 
 def test_onnxruntime_without_ir11_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "OptionalMethods",
     "distribution_versions",
     "installed_version",
+    "lazy_capabilities",
     "release_in",
 ]
 
@@ -462,6 +463,49 @@ class OptionalMethods(Protocol):
     ) -> dict[str, Array]: ...
 
 
+class lazy_capabilities:  # noqa: N801 - used like `property`
+    """A class attribute computed on first read: the class's `_capabilities()`, cached per class.
+
+    `AdapterBase.capabilities` is one. Reading `capabilities` on an adapter class or instance calls
+    the classmethod `_capabilities()` of that class once and keeps the result in the class's own
+    ``__dict__`` (so a subclass computes, and caches, its own). Nothing runs when the module is
+    imported: `_capabilities()` may read the installed framework, its API's signature with
+    `inspect.signature` (importing the framework, in the process that reads the capabilities) and
+    its release with `release_in` (metadata only).
+
+    To compute them again, e.g. in a test that fakes another installed release, call
+    ``lazy_capabilities.clear(cls)``: it forgets the values cached for `cls` and its subclasses.
+    A class may instead assign ``capabilities = Capabilities(...)`` in its body, which replaces
+    the descriptor with that fixed value.
+    """
+
+    _CACHE = "_cached_capabilities"
+
+    def __get__(self, obj: object, owner: type[Any]) -> Capabilities:
+        cached = owner.__dict__.get(self._CACHE)
+        if cached is None:
+            compute = getattr(owner, "_capabilities", None)
+            if compute is None:
+                raise AttributeError(f"{owner.__name__} declares no capabilities: assign `capabilities` or "
+                                     "define the classmethod `_capabilities()`")
+            cached = compute()
+            if not isinstance(cached, Capabilities):
+                raise TypeError(f"{owner.__name__}._capabilities() must return a Capabilities, "
+                                f"got {type(cached).__name__}")
+            setattr(owner, self._CACHE, cached)
+        return cached
+
+    @classmethod
+    def clear(cls, owner: type[Any]) -> None:
+        """Forget the capabilities cached for `owner` and every subclass of it."""
+        pending = [owner]
+        while pending:
+            klass = pending.pop()
+            if cls._CACHE in klass.__dict__:
+                delattr(klass, cls._CACHE)
+            pending.extend(klass.__subclasses__())
+
+
 class AdapterBase:
     """The public base class of adapters: every `Adapter` member but the attention method, with defaults.
 
@@ -471,7 +515,8 @@ class AdapterBase:
 
     Class attributes (defaults in brackets):
         name: the adapter name shown in test ids [required].
-        capabilities: what it can take [required].
+        capabilities: what it can take [required]: assigned, or computed on first read by the
+            classmethod `_capabilities()` and cached per class (`lazy_capabilities`).
         framework: a short framework label for reports ("torch", "keras", "jax", ...) ["numpy"].
         api: the framework API exercised, e.g. "torch.nn.MultiheadAttention" [""].
         distributions: PyPI distributions whose versions are reported [("numpy",)].
@@ -483,7 +528,7 @@ class AdapterBase:
     """
 
     name: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
+    capabilities: ClassVar[Capabilities] = lazy_capabilities()  # type: ignore[assignment]
     framework: ClassVar[str] = "numpy"
     api: ClassVar[str] = ""
     distributions: ClassVar[tuple[str, ...]] = ("numpy",)

@@ -16,10 +16,9 @@ key and value (`qkv_features // num_heads`), so D_v = D_k.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
+from attnconf.adapters.support import one_bias_switch
 from attnconf.contract import AttentionWeights
 from attnconf.reference._checks import invalid
 
@@ -30,16 +29,11 @@ NATIVE_NAMES = {
     "query_bias": ("query", "bias"), "key_bias": ("key", "bias"),
     "value_bias": ("value", "bias"), "output_bias": ("out", "bias"),
 }
-BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
 
 
 def use_bias(weights: AttentionWeights, api: str) -> bool:
-    """Flax's single `use_bias` flag for `weights`: all four biases present, or none."""
-    present = [n for n in BIASES if getattr(weights, n) is not None]
-    if present and len(present) != len(BIASES):
-        raise invalid("weights", f"all four biases or none ({api} has one use_bias flag)",
-                      f"biases {present} only")
-    return bool(present)
+    """Flax's single `use_bias` flag for `weights`: all four biases present, or none (else `ValueError`)."""
+    return one_bias_switch(weights, api, "use_bias")
 
 
 def check_head_widths(weights: AttentionWeights, api: str) -> None:
@@ -71,19 +65,3 @@ def check_params(layer_params: dict[str, Any], params: dict[str, Any], what: str
     got = {n: (a.shape, a.dtype) for n, a in from_flax(params).items()}
     if want != got:
         raise invalid("weights", f"the parameters of {what}: {want}", got)
-
-
-def source_mentions(relative: str, names: tuple[str, ...]) -> dict[str, bool]:
-    """Which of `names` the installed Flax's source file `relative` (e.g. ``nnx/nn/attention.py``)
-    mentions: how an adapter learns, without importing Flax, which keyword arguments this release
-    of a layer takes (NNX gained ``in_kv_features``, ``num_kv_heads`` and ``is_causal`` over
-    0.10-0.12). Every name counts as present when the file cannot be read."""
-    spec = importlib.util.find_spec("flax")  # the top-level package only: nothing is imported
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        try:
-            text = (Path(location) / relative).read_text(encoding="utf-8")
-        except OSError:
-            continue
-        return {n: n in text for n in names}
-    return dict.fromkeys(names, True)

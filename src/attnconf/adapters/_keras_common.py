@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from attnconf.adapters.support import AdapterBase, release_in
+from attnconf.adapters.support import AdapterBase, one_bias_switch, release_in
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights
 from attnconf.reference._checks import invalid
 from attnconf.reference.precision import storage_dtype
@@ -40,7 +40,6 @@ NATIVE_NAMES = {
     "output_kernel": "attention_output/kernel", "output_bias": "attention_output/bias",
 }
 _CANONICAL = {native: name for name, native in NATIVE_NAMES.items()}
-_BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
 
 
 def float64_precision(backend: str, scores: bool = False) -> tuple[tuple[str, str, str], ...]:
@@ -76,12 +75,8 @@ def layer_arguments(w: AttentionWeights) -> dict[str, Any]:
     if w.num_kv_heads != w.num_heads:
         raise invalid("key_kernel", f"H_kv = H = {w.num_heads} heads (MultiHeadAttention has no kv heads)",
                       w.num_kv_heads)
-    present = [getattr(w, b) is not None for b in _BIASES]
-    if any(present) and not all(present):
-        raise invalid("weights", "all four biases or none (MultiHeadAttention's single `use_bias` switch)",
-                      [b for b, p in zip(_BIASES, present, strict=True) if p])
     return {"num_heads": w.num_heads, "key_dim": w.key_head_dim, "value_dim": w.value_head_dim,
-            "use_bias": all(present), "output_shape": w.output_dim if w.output_dim != w.query_dim else None}
+            "use_bias": one_bias_switch(w, "MultiHeadAttention", "use_bias"), "output_shape": w.output_dim if w.output_dim != w.query_dim else None}
 
 
 def canonical_name(variable_path: str) -> str:

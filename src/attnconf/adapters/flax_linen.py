@@ -47,13 +47,15 @@ class FlaxLinenMHA(AdapterBase):
     distributions = ("flax", "jax", "jaxlib")
     modules = ("flax", "jax")
     process_group = PROCESS_GROUP
-    capabilities = Capabilities(
-        level="layer", causal=False, causal_alignment=None, causal_with_mask=False,
-        returns_weights=True, gqa=False, kdim_vdim=True, value_dim=False, head_dim=True,
-        output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
-        notes="no causal flag (causal masks are built with nn.make_causal_mask); one use_bias flag; "
-              "weights via sow_weights",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", causal=False, causal_alignment=None, causal_with_mask=False,
+            returns_weights=True, gqa=False, kdim_vdim=True, value_dim=False, head_dim=True,
+            output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
+            notes="no causal flag (causal masks are built with nn.make_causal_mask); one use_bias flag; "
+                  "weights via sow_weights",
+        )
 
     def __init__(self) -> None:
         self._forward = JitCache(self._build_forward)

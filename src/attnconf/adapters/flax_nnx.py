@@ -13,8 +13,9 @@ param_dtype=p, decode=False)` for precision `p`, called as
 
 * Mask: `(B, T, S)` bool, True = may attend -> `mask (B, 1, T, S)`, the same polarity.
 * Causal: the native `is_causal` flag.
-* Releases: `in_kv_features`, `num_kv_heads` and `is_causal` came over Flax 0.10-0.12; `TAKES`
-  reads which ones the installed release has, and the capabilities follow it.
+* Releases: `in_kv_features`, `num_kv_heads` and `is_causal` came over Flax 0.10-0.12; `takes()`
+  reads which ones the installed release has from the layer's signatures, and the capabilities
+  (computed on first read) follow it.
 * Grouped kv heads: `num_kv_heads`. Key and value share one input width (`in_kv_features`),
   so E_k = E_v; one head width, so D_v = D_k; no scale argument.
 * Two code paths: without `sow_weights` (and without dropout) NNX calls the fused
@@ -25,6 +26,7 @@ param_dtype=p, decode=False)` for precision `p`, called as
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -59,11 +61,24 @@ def _causal(inputs: AttentionInputs) -> bool:
     return bool(inputs.causal)
 
 
-#: What this Flax's NNX layer takes: `in_kv_features` (0.10.7 has it, 0.10.2 not),
-#: `num_kv_heads` (GQA in NNX: google/flax#5177; 0.12.8 has it, 0.10.7 not) and the call's `is_causal`
-#: (0.12.8 has it, 0.10.7 not). Measured in the tox matrix; read from the source, not imported.
-TAKES = fc.source_mentions("nnx/nn/attention.py", ("in_kv_features", "num_kv_heads", "is_causal"))
-_OLDER = "; ".join(f"this Flax has no {n}" for n, present in TAKES.items() if not present)
+#: The arguments of NNX's layer that came in known releases, by the method that takes them:
+#: `in_kv_features` (0.10.7 has it, 0.10.2 not), `num_kv_heads` (GQA in NNX: google/flax#5177;
+#: 0.12.8 has it, 0.10.7 not) and the call's `is_causal` (0.12.8 has it, 0.10.7 not); measured in
+#: the tox matrix.
+RELEASED_ARGUMENTS = {"in_kv_features": "__init__", "num_kv_heads": "__init__", "is_causal": "__call__"}
+
+
+def takes() -> dict[str, bool]:
+    """Which of `RELEASED_ARGUMENTS` the installed Flax's `nnx.MultiHeadAttention` takes, read from
+    the signatures of its constructor and call (`inspect.signature`; this imports Flax). Every name
+    counts as present where Flax cannot be imported: the adapter cannot run there anyway."""
+    try:
+        from flax import nnx
+    except ImportError:
+        return dict.fromkeys(RELEASED_ARGUMENTS, True)
+    parameters = {m: inspect.signature(getattr(nnx.MultiHeadAttention, m)).parameters
+                  for m in set(RELEASED_ARGUMENTS.values())}
+    return {name: name in parameters[method] for name, method in RELEASED_ARGUMENTS.items()}
 
 
 def _replace_by_pure_dict(state: Any, params: dict[str, Any]) -> None:
@@ -78,8 +93,11 @@ def _replace_by_pure_dict(state: Any, params: dict[str, Any]) -> None:
         state.replace_by_pure_dict(params)
 
 
-def _capabilities(sow: bool) -> Capabilities:
-    causal = TAKES["is_causal"]
+def _capabilities_of(sow: bool) -> Capabilities:
+    """What the layer takes on the default call (`sow` False) or the weights path, for the installed Flax."""
+    present = takes()
+    older = "; ".join(f"this Flax has no {n}" for n, there in present.items() if not there)
+    causal = present["is_causal"]
     path = ("sow_weights=True: NNX's dot_product_attention_weights" if sow
             else "default call: fused jax.nn.dot_product_attention")
     # The default call delegates to jax.nn.dot_product_attention from Flax 0.10.3 on (google/flax#4649;
@@ -95,9 +113,9 @@ def _capabilities(sow: bool) -> Capabilities:
         level="layer", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in limits}, limits=limits, causal=causal,
         precision=precision,
         causal_alignment="top_left" if causal else None, causal_with_mask=causal,
-        returns_weights=sow, gqa=TAKES["num_kv_heads"], kdim_vdim=False, value_dim=False, head_dim=True,
+        returns_weights=sow, gqa=present["num_kv_heads"], kdim_vdim=False, value_dim=False, head_dim=True,
         output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
-        notes=f"{path}; one in_kv_features for key and value; one use_bias flag" + (f"; {_OLDER}" if _OLDER else ""),
+        notes=f"{path}; one in_kv_features for key and value; one use_bias flag" + (f"; {older}" if older else ""),
     )
 
 
@@ -111,7 +129,10 @@ class FlaxNnxMHA(AdapterBase):
     modules = ("flax", "jax")
     process_group = PROCESS_GROUP
     sow_weights = False
-    capabilities = _capabilities(sow=False)
+
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return _capabilities_of(sow=cls.sow_weights)
 
     def __init__(self) -> None:
         self._templates: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -244,4 +265,3 @@ class FlaxNnxMHAWeights(FlaxNnxMHA):
 
     name = f"{API}[weights]"
     sow_weights = True
-    capabilities = _capabilities(sow=True)

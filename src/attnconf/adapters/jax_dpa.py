@@ -52,15 +52,6 @@ def _from_native(x: Any, dtype: str) -> Array:
     return np.ascontiguousarray(np.swapaxes(to_numpy(x, dtype), 1, 2))
 
 
-#: jax.nn.dot_product_attention takes fewer kv heads than query heads from jax 0.4.32 on
-#: (jax-ml/jax#22477; measured: 0.4.31 raises "query shape should be [B, -1, N_kv, H]").
-GQA = not release_in("jax", "<0.4.32")
-#: float16 raises under jit on the CPU (`_jax_common.DPA_FLOAT16_LIMIT`)
-LIMITS = (DPA_FLOAT16_LIMIT,) if dpa_float16_fails() else ()
-#: float64 at float32 accuracy: its softmax (`_jax_common.DPA_FLOAT64_PRECISION`)
-PRECISION = (DPA_FLOAT64_PRECISION,) if dpa_float64_in_float32() else ()
-
-
 class JaxDPA(KernelAdapterBase):
     """`jax.nn.dot_product_attention` with `implementation=None`, jitted once per flag set."""
 
@@ -70,19 +61,29 @@ class JaxDPA(KernelAdapterBase):
     distributions = ("jax", "jaxlib")
     modules = ("jax",)
     process_group = PROCESS_GROUP
-    capabilities = Capabilities(
-        level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in LIMITS}, limits=LIMITS, precision=PRECISION,
-        causal=True, causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=GQA,
-        kdim_vdim=True, value_dim=False, head_dim=True,
-        output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
-        notes="value must have key's shape (D_v = D_k); projections by the reference"
-        + ("" if GQA else "; this jax requires as many kv heads as query heads (GQA came in 0.4.32, jax-ml/jax#22477)"),
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        """From the installed jax's release (package metadata; nothing is imported)."""
+        # fewer kv heads than query heads from jax 0.4.32 on (jax-ml/jax#22477; measured: 0.4.31
+        # raises "query shape should be [B, -1, N_kv, H]")
+        gqa = not release_in("jax", "<0.4.32")
+        # float16 raises under jit on the CPU (`_jax_common.DPA_FLOAT16_LIMIT`)
+        limits = (DPA_FLOAT16_LIMIT,) if dpa_float16_fails() else ()
+        # float64 at float32 accuracy: its softmax (`_jax_common.DPA_FLOAT64_PRECISION`)
+        precision = (DPA_FLOAT64_PRECISION,) if dpa_float64_in_float32() else ()
+        return Capabilities(
+            level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {lim for lim, _ in limits}, limits=limits,
+            precision=precision, causal=True, causal_alignment="top_left", causal_with_mask=True,
+            returns_weights=False, gqa=gqa, kdim_vdim=True, value_dim=False, head_dim=True,
+            output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
+            notes="value must have key's shape (D_v = D_k); projections by the reference"
+            + ("" if gqa else "; this jax requires as many kv heads as query heads (GQA came in 0.4.32, "
+               "jax-ml/jax#22477)"),
+        )
 
     def __init__(self) -> None:
         self._forward = JitCache(self._build_forward)
         self._vjp = JitCache(self._build_vjp)
-        self._native_mask: Array | None = None
 
     @staticmethod
     def _build_forward(causal: bool, scale: float | None) -> Any:
@@ -110,8 +111,6 @@ class JaxDPA(KernelAdapterBase):
                               scale: float | None, dtype: str) -> Array:
         """q `(B, H, T, D)`, k and v `(B, H_kv, S, D)`, mask `(B, H, T, S)` -> `(B, H, T, D)`."""
         self._check(k, v)
-        if self._native_mask is not None:
-            mask = self._native_mask
         fn = self._forward(bool(causal), scale)
         out = fn(_to_native(q, dtype), _to_native(k, dtype), _to_native(v, dtype),
                  None if mask is None else np.asarray(mask))
@@ -120,11 +119,7 @@ class JaxDPA(KernelAdapterBase):
     def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                               native_mask: Array) -> AttentionOutputs:
         """The layer with `native_mask (B, T, S)` handed to jax's `mask` as `(B, 1, T, S)`, dtype unchanged."""
-        self._native_mask = np.asarray(native_mask)[:, None]
-        try:
-            return self.multi_head_attention(inputs, weights, dtype)
-        finally:
-            self._native_mask = None
+        return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])
 
     def dot_product_attention_vjp(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
                                   scale: float | None, dtype: str, cotangent: Array) -> dict[str, Array]:

@@ -57,7 +57,8 @@ JAX_VALUE_DIM = ("value_dim != key_dim fails on the fused path (jax.nn.dot_produ
 SAME_WIDTHS = ">=3.5,<3.7"
 
 
-def _capabilities(backend: str, scores: bool) -> Capabilities:
+def _capabilities_of(backend: str, scores: bool) -> Capabilities:
+    """What `keras.layers.MultiHeadAttention` takes on `backend` and path, for the installed Keras."""
     path = "scores path (return_attention_scores=True)" if scores else "fused path (ops.dot_product_attention)"
     value_dim = scores or backend != "jax"
     kdim_vdim = not release_in("keras", SAME_WIDTHS)
@@ -88,9 +89,12 @@ class KerasMHA(MHAAdapterBase):
         suffix = "[scores]" if scores else ""
         cls.name = f"keras[{backend}].MultiHeadAttention{suffix}"
         cls.api = "keras.layers.MultiHeadAttention" + ("(return_attention_scores=True)" if scores else "")
-        cls.capabilities = _capabilities(backend, scores)
         for attribute, value in backend_settings(backend).items():
             setattr(cls, attribute, value)
+
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return _capabilities_of(cls.backend, cls.scores)
 
     def _new_layer(self, arguments: dict[str, Any], dtype: str, dropout: float,
                    widths: tuple[int, int, int]) -> Any:

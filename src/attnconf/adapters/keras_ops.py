@@ -38,8 +38,6 @@ from attnconf.adapters._keras_common import (
 )
 from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference.attention import project_heads
-from attnconf.reference.precision import in_compute, round_to
 
 Array = np.ndarray[Any, Any]
 
@@ -55,6 +53,13 @@ class KerasOps(KernelAdapterBase):
         super().__init_subclass__(**kwargs)
         cls.backend = backend
         cls.name = f"keras[{backend}].ops.dot_product_attention"
+        for attribute, value in backend_settings(backend).items():
+            setattr(cls, attribute, value)
+
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        """From the backend and the installed Keras's release (package metadata; nothing is imported)."""
+        backend = cls.backend
         value_dim = backend != "jax"
         # TensorFlow and torch take 1 < H_kv < H only from keras-team/keras#23081 on (measured:
         # 3.10.0 raises "Expected dimension 4 at axis 2" in TensorFlow's einsum, 3.15.1 takes it);
@@ -68,7 +73,7 @@ class KerasOps(KernelAdapterBase):
             ("mqa", "H_kv = 1 raises InvalidArgumentError \"Expected dimension 4 at axis 2 ... but got dimension 1\": "
              "the TensorFlow kernel repeats kv heads only for K > 1 and tf.einsum does not broadcast K = 1 "
              "(measured with keras 3.15.1; https://github.com/keras-team/keras/pull/23081)"),)
-        cls.capabilities = Capabilities(
+        return Capabilities(
             level="kernel", causal_alignment="top_left", causal_with_mask=True, returns_weights=False, gqa=gqa,
             mqa=mqa or not gqa, limits=limits, kdim_vdim=True, value_dim=value_dim, output_dim=True, bias_free=True,
             custom_scale=True, gradients=True, fused=backend == "torch",  # torch's scaled_dot_product_attention
@@ -77,8 +82,6 @@ class KerasOps(KernelAdapterBase):
             + ("" if value_dim else "; D_v must equal D_k (jax.nn.dot_product_attention)")
             + ("" if gqa else "; this Keras repeats no kv heads on this backend (keras-team/keras#23081)"),
         )
-        for attribute, value in backend_settings(backend).items():
-            setattr(cls, attribute, value)
 
     first_release = ("keras", "3.6.0", "has no keras.ops.dot_product_attention (added in 3.6.0, keras-team/keras#20286)")
 
@@ -138,15 +141,7 @@ class KerasOps(KernelAdapterBase):
     def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                               native_mask: Array) -> AttentionOutputs:
         """The layer with `native_mask` `(B, T, S)` handed to `mask` as is, as `(B, 1, T, S)`."""
-        q, k, v = (project_heads(getattr(inputs, n), getattr(weights, f"{n}_kernel"), getattr(weights, f"{n}_bias"),
-                                 dtype) for n in ("query", "key", "value"))
-        heads = self.dot_product_attention(q, k, v, np.asarray(native_mask)[:, None], inputs.causal, inputs.scale,
-                                           dtype)
-        out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype)),
-                       dtype)
-        if weights.output_bias is not None:
-            out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
-        return AttentionOutputs(output=out, weights=None)
+        return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])
 
     def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                                  cotangent: Array) -> dict[str, Array]:

@@ -28,11 +28,13 @@ class NumpyAdapter(AdapterBase):
     name = "numpy"
     framework = "numpy"
     api = "attnconf.reference.multi_head_attention"
-    capabilities = Capabilities(
-        level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True,
-        custom_scale=True, weight_round_trip=True, gradients=True,
-        notes="the specification; bfloat16 emulated in float32",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True,
+            custom_scale=True, weight_round_trip=True, gradients=True,
+            notes="the specification; bfloat16 emulated in float32",
+        )
 
     def multi_head_attention(
         self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str

@@ -29,8 +29,6 @@ import numpy as np
 from attnconf.adapters import _onnx_common as common
 from attnconf.adapters.support import KernelAdapterBase
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference.attention import project_heads
-from attnconf.reference.precision import in_compute, round_to
 
 Array = np.ndarray[Any, Any]
 
@@ -45,12 +43,14 @@ class OnnxAttention(KernelAdapterBase):
     modules = common.MODULES
     first_release = common.FIRST_RELEASE
     process_group = "onnxruntime"
-    capabilities = Capabilities(
-        level="kernel", dtypes=common.DTYPES, causal_alignment="top_left", returns_weights=False,
-        gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True,
-        scale_precision=common.float64_scale_precision(),
-        notes="4-D Q/K/V; projections by the reference; no bfloat16 CPU kernel (onnxruntime#27891)",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="kernel", dtypes=common.DTYPES, causal_alignment="top_left", returns_weights=False,
+            gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True,
+            scale_precision=common.float64_scale_precision(),
+            notes="4-D Q/K/V; projections by the reference; no bfloat16 CPU kernel (onnxruntime#27891)",
+        )
 
     def __init__(self) -> None:
         self._sessions = common.SessionCache()
@@ -88,19 +88,6 @@ class OnnxAttention(KernelAdapterBase):
     def native_mask_attention(
         self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
     ) -> AttentionOutputs:
-        """The layer with `native_mask` `(B, T, S)` (bool or float) handed to `attn_mask` as is."""
-        q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, dtype)
-        k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, dtype)
-        v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, dtype)
-        mask = np.asarray(native_mask)[:, None]  # (B, 1, T, S): the op's 4-D layout
-        heads = self._attend(q, k, v, mask, inputs.causal, inputs.scale, dtype)
-        return AttentionOutputs(output=_project_out(heads, weights, dtype), weights=None)
-
-
-def _project_out(heads: Array, weights: AttentionWeights, dtype: str) -> Array:
-    """`(B, H, T, D_v)` -> `(B, T, E_out)` with the reference's output projection."""
-    out = np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype))
-    out = round_to(out, dtype)
-    if weights.output_bias is not None:
-        out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
-    return out
+        """The layer with `native_mask` `(B, T, S)` (bool or float) handed to `attn_mask` as is,
+        as `(B, 1, T, S)`: the op's 4-D layout."""
+        return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])

@@ -114,12 +114,14 @@ class OnnxMHA(AdapterBase):
     modules = common.MODULES
     first_release = common.FIRST_RELEASE
     process_group = "onnxruntime"
-    capabilities = Capabilities(
-        level="layer", dtypes=common.DTYPES, causal_alignment="top_left", gqa=True, kdim_vdim=True,
-        value_dim=True, output_dim=True, custom_scale=True, weight_round_trip=True,
-        scale_precision=common.float64_scale_precision(),
-        notes="weights as initializers; attention weights from qk_matmul_output_mode=3; no bfloat16 on CPU",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", dtypes=common.DTYPES, causal_alignment="top_left", gqa=True, kdim_vdim=True,
+            value_dim=True, output_dim=True, custom_scale=True, weight_round_trip=True,
+            scale_precision=common.float64_scale_precision(),
+            notes="weights as initializers; attention weights from qk_matmul_output_mode=3; no bfloat16 on CPU",
+        )
 
     def __init__(self) -> None:
         self._sessions = common.SessionCache()

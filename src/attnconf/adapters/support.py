@@ -17,22 +17,49 @@ from attnconf.contract import (
     AttentionWeights,
     distribution_versions,
     installed_version,
+    lazy_capabilities,
     release_in,
 )
-from attnconf.reference.attention import project_heads
-from attnconf.reference.precision import in_compute, round_to
+from attnconf.reference._checks import invalid
+from attnconf.reference.attention import output_projection, project_heads
 
-__all__ = ["AdapterBase", "KernelAdapterBase", "distribution_versions", "installed_version", "release_in"]
+__all__ = [
+    "BIASES", "AdapterBase", "KernelAdapterBase", "distribution_versions", "installed_version", "lazy_capabilities",
+    "one_bias_switch", "present_biases", "release_in",
+]
 
 Array = np.ndarray[Any, Any]
+
+#: The four optional biases of the canonical weights, in projection order.
+BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
+
+
+def present_biases(weights: AttentionWeights) -> tuple[str, ...]:
+    """The names in `BIASES` that `weights` has (not None), in projection order."""
+    return tuple(n for n in BIASES if getattr(weights, n) is not None)
+
+
+def one_bias_switch(weights: AttentionWeights, api: str, switch: str = "use_bias") -> bool:
+    """The value of a layer's single bias switch (`switch`, e.g. Keras's and Flax's ``use_bias``) for
+    `weights`: True with all four biases, False with none.
+
+    Raises `ValueError` (argument `weights`; expected all four or none; received the ones present)
+    for a partial set, which such a layer cannot hold.
+    """
+    present = present_biases(weights)
+    if present and len(present) != len(BIASES):
+        raise invalid("weights", f"all four biases or none ({api} has one `{switch}` switch)",
+                      f"biases {list(present)} only")
+    return bool(present)
 
 
 class KernelAdapterBase(AdapterBase):
     """A kernel-level adapter; its layer is the NumPy projections around the framework kernel.
 
     Subclasses implement `dot_product_attention`. `multi_head_attention` projects with the
-    reference in the requested precision, calls the kernel, and applies the output projection,
-    so the layer-level chapters test the kernel on exactly the reference's projections.
+    reference in the requested precision, calls the kernel, and applies the reference's output
+    projection (`kernel_layer`), so the layer-level chapters test the kernel on exactly the
+    reference's projections; a `native_mask_attention` hands its own mask to `kernel_layer`.
     """
 
     def dot_product_attention(
@@ -44,19 +71,27 @@ class KernelAdapterBase(AdapterBase):
     def multi_head_attention(
         self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str
     ) -> AttentionOutputs:
-        q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, dtype)
-        k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, dtype)
-        v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, dtype)
-        H = weights.num_heads
+        """The layer: the kernel between the reference's projections; the mask `(B, T, S)` reaches
+        the kernel as `(B, H, T, S)`."""
         mask = None
         if inputs.mask is not None:
             B, T, S = inputs.mask.shape
-            mask = np.broadcast_to(inputs.mask[:, None], (B, H, T, S)).copy()
-        heads = np.asarray(
-            self.dot_product_attention(q, k, v, mask, inputs.causal, inputs.scale, dtype)
-        )
-        out = np.einsum("bhtd,hde->bte", in_compute(heads, dtype), in_compute(weights.output_kernel, dtype))
-        out = round_to(out, dtype)
-        if weights.output_bias is not None:
-            out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
-        return AttentionOutputs(output=out, weights=None)
+            mask = np.broadcast_to(inputs.mask[:, None], (B, weights.num_heads, T, S)).copy()
+        return self.kernel_layer(inputs, weights, dtype, mask)
+
+    def kernel_layer(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, mask: Array | None
+    ) -> AttentionOutputs:
+        """`dot_product_attention(q, k, v, mask, ...)` between the reference's input projections
+        (`project_heads`) and output projection (`output_projection`), in precision `dtype`.
+
+        `mask` goes to the kernel as given (`(B, H, T, S)`, or a kernel's own layout such as
+        `(B, 1, T, S)` for a native-mask test); `inputs.mask` is not read. Returns the output
+        `(B, T, E_out)` and no weights.
+        """
+        q = project_heads(inputs.query, weights.query_kernel, weights.query_bias, dtype)
+        k = project_heads(inputs.key, weights.key_kernel, weights.key_bias, dtype)
+        v = project_heads(inputs.value, weights.value_kernel, weights.value_bias, dtype)
+        heads = np.asarray(self.dot_product_attention(q, k, v, mask, inputs.causal, inputs.scale, dtype))
+        return AttentionOutputs(output=output_projection(heads, weights.output_kernel, weights.output_bias, dtype),
+                                weights=None)

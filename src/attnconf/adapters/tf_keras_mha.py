@@ -31,11 +31,13 @@ class TfKerasMHA(MHAAdapterBase):
     distributions = ("tf_keras", "tensorflow")
     modules = ("tf_keras", "tensorflow")
     process_group = "tf_keras"
-    capabilities = Capabilities(
-        level="layer", causal_alignment="top_left", returns_weights=True, gqa=False, kdim_vdim=True,
-        value_dim=True, output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, notes="one path (einsum + Softmax layer); no kv heads, no scale argument; biases all or none",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", causal_alignment="top_left", returns_weights=True, gqa=False, kdim_vdim=True,
+            value_dim=True, output_dim=True, bias_free=True, custom_scale=False, weight_round_trip=True,
+            gradients=True, notes="one path (einsum + Softmax layer); no kv heads, no scale argument; biases all or none",
+        )
     scores = True
 
     def _new_layer(self, arguments: dict[str, Any], dtype: str, dropout: float,

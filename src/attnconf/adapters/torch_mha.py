@@ -30,13 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from attnconf.adapters import _torch
-from attnconf.adapters.support import AdapterBase
+from attnconf.adapters.support import BIASES, AdapterBase, present_biases
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference._checks import invalid
 from attnconf.reference.masks import causal_mask
 
 Array = np.ndarray[Any, Any]
-_BIASES = ("query_bias", "key_bias", "value_bias", "output_bias")
 
 
 def to_native(w: AttentionWeights) -> dict[str, Array]:
@@ -49,16 +48,15 @@ def to_native(w: AttentionWeights) -> dict[str, Array]:
     for name, expected, got, want in checks:
         if got != want:
             raise invalid(name, f"{expected} for torch.nn.MultiheadAttention", got)
-    present = [getattr(w, b) is not None for b in _BIASES]
     proj = {n[0]: getattr(w, f"{n}_kernel").reshape(-1, E).T for n in ("query", "key", "value")}
     out: dict[str, Array] = {"out_proj.weight": w.output_kernel.reshape(E, E).T}
     if w.key_dim == E and w.value_dim == E:
         out["in_proj_weight"] = np.concatenate([proj["q"], proj["k"], proj["v"]])
     else:
         out.update({f"{n}_proj_weight": proj[n] for n in ("q", "k", "v")})
-    if any(present):
+    if present_biases(w):  # one bias switch: any bias makes all four, zeros for the absent
         q = w.query_kernel
-        out["in_proj_bias"] = np.concatenate([_bias(w, b, E, q.dtype) for b in _BIASES[:3]])
+        out["in_proj_bias"] = np.concatenate([_bias(w, b, E, q.dtype) for b in BIASES[:3]])
         out["out_proj.bias"] = _bias(w, "output_bias", E, q.dtype)
     return out
 
@@ -71,7 +69,7 @@ def _bias(w: AttentionWeights, name: str, E: int, dtype: Any) -> Array:
 
 def _given(w: AttentionWeights, arrays: dict[str, Array]) -> dict[str, Array]:
     """`arrays` less the biases that `w` does not have (the zeros `to_native` put in their place)."""
-    return {n: a for n, a in arrays.items() if n not in _BIASES or getattr(w, n) is not None}
+    return {n: a for n, a in arrays.items() if n not in BIASES or getattr(w, n) is not None}
 
 
 def from_native(p: dict[str, Array], num_heads: int) -> AttentionWeights:
@@ -86,7 +84,7 @@ def from_native(p: dict[str, Array], num_heads: int) -> AttentionWeights:
                            "value_kernel": v.T.reshape(-1, H, D),
                            "output_kernel": p["out_proj.weight"].T.reshape(H, D, E)}
     if "in_proj_bias" in p:
-        for name, b in zip(_BIASES[:3], np.split(p["in_proj_bias"], 3), strict=True):
+        for name, b in zip(BIASES[:3], np.split(p["in_proj_bias"], 3), strict=True):
             w[name] = b.reshape(H, D)
         w["output_bias"] = p["out_proj.bias"]
     return AttentionWeights(**w)
@@ -122,11 +120,14 @@ class TorchMHA(AdapterBase):
     distributions = ("torch",)
     modules = ("torch",)
     process_group = "torch"
-    capabilities = Capabilities(
-        level="layer", causal_alignment="top_left", returns_weights=True, gqa=False, kdim_vdim=True,
-        value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, notes="E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", causal_alignment="top_left", returns_weights=True, gqa=False, kdim_vdim=True,
+            value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False,
+            weight_round_trip=True, gradients=True,
+            notes="E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
+        )
     need_weights: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -227,12 +228,15 @@ class TorchMHAFast(TorchMHA):
 
     name = "torch.nn.MultiheadAttention[fast]"
     api = "torch.nn.MultiheadAttention(need_weights=False)"
-    capabilities = Capabilities(
-        level="layer", causal_alignment="top_left", returns_weights=False, gqa=False, kdim_vdim=True,
-        value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True,
-        gradients=True, fused=True, notes="fused kernel for self-attention with biases and an even H; "
-        "E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="layer", causal_alignment="top_left", returns_weights=False, gqa=False, kdim_vdim=True,
+            value_dim=False, head_dim=False, output_dim=False, bias_free=True, custom_scale=False,
+            weight_round_trip=True, gradients=True, fused=True,
+            notes="fused kernel for self-attention with biases and an even H; "
+            "E_q = H * D_k; absent biases are zeros (one bias switch); causal with a key padding mask only",
+        )
     need_weights = False
 
     def _grad_context(self) -> Any:

@@ -24,8 +24,6 @@ import numpy as np
 from attnconf.adapters import _torch
 from attnconf.adapters.support import KernelAdapterBase
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference.attention import project_heads
-from attnconf.reference.precision import in_compute, round_to
 
 Array = np.ndarray[Any, Any]
 
@@ -54,12 +52,14 @@ class TorchSDPA(KernelAdapterBase):
     distributions = ("torch",)
     modules = ("torch",)
     process_group = "torch"
-    capabilities = Capabilities(
-        level="kernel", causal_alignment="top_left", causal_with_mask=False, returns_weights=False,
-        gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, bias_free=True, custom_scale=True,
-        gradients=True, fused=True,
-        notes="layer = reference projections around the kernel; is_causal with attn_mask is documented as an error",
-    )
+    @classmethod
+    def _capabilities(cls) -> Capabilities:
+        return Capabilities(
+            level="kernel", causal_alignment="top_left", causal_with_mask=False, returns_weights=False,
+            gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, bias_free=True, custom_scale=True,
+            gradients=True, fused=True,
+            notes="layer = reference projections around the kernel; is_causal with attn_mask is documented as an error",
+        )
 
     def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
                               scale: float | None, dtype: str) -> Array:
@@ -80,18 +80,7 @@ class TorchSDPA(KernelAdapterBase):
     def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                               native_mask: Array) -> AttentionOutputs:
         """The layer with `native_mask` `(B, T, S)` handed to `attn_mask` as is, as `(B, 1, T, S)`."""
-        q, k, v = (project_heads(getattr(inputs, n), getattr(weights, f"{n}_kernel"), getattr(weights, f"{n}_bias"),
-                                 dtype) for n in ("query", "key", "value"))
-        t = _torch.torch()
-        with t.inference_mode():
-            heads = _sdpa(*(_torch.tensor(a, dtype) for a in (q, k, v)), _mask(np.asarray(native_mask)[:, None], dtype),
-                          inputs.causal, inputs.scale)
-        out = np.einsum("bhtd,hde->bte", in_compute(_torch.to_numpy(heads, dtype), dtype),
-                        in_compute(weights.output_kernel, dtype))
-        out = round_to(out, dtype)
-        if weights.output_bias is not None:
-            out = round_to(in_compute(out, dtype) + in_compute(weights.output_bias, dtype), dtype)
-        return AttentionOutputs(output=out, weights=None)
+        return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])
 
     def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
                                  cotangent: Array) -> dict[str, Array]:

@@ -28,6 +28,7 @@ from attnconf.reference.softmax import FULLY_MASKED_POLICIES, softmax
 if TYPE_CHECKING:
     from attnconf.reference.attention import (
         multi_head_attention,
+        output_projection,
         project_heads,
         scaled_dot_product_attention,
     )
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 #: public name -> the submodule built on the contract that defines it (loaded on first use)
 _WHERE = {
     "multi_head_attention": "attention",
+    "output_projection": "attention",
     "project_heads": "attention",
     "scaled_dot_product_attention": "attention",
     "multi_head_attention_vjp": "backward",
@@ -59,6 +61,7 @@ __all__ = [
     "multi_head_attention",
     "multi_head_attention_error_bound",
     "multi_head_attention_vjp",
+    "output_projection",
     "padding_mask",
     "project_heads",
     "round_to",

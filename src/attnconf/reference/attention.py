@@ -168,6 +168,19 @@ def project_heads(x: Array, kernel: Array, bias: Array | None, precision: str) -
     return y
 
 
+def output_projection(heads: Array, kernel: Array, bias: Array | None, precision: str) -> Array:
+    """`sum_h (B, H, T, D_v) @ (H, D_v, E_out) + (E_out,)` -> `(B, T, E_out)`, in the given precision.
+
+    The sum over heads and head width is one einsum in the compute type of `precision`, rounded
+    to `precision`; the bias is added in the compute type and the sum rounded again. Every layer
+    built on a kernel (the reference's, `KernelAdapterBase`'s) merges its heads with this.
+    """
+    out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, precision), in_compute(kernel, precision)), precision)
+    if bias is not None:
+        out = round_to(in_compute(out, precision) + in_compute(bias, precision), precision)
+    return out
+
+
 def multi_head_attention(
     inputs: AttentionInputs,
     weights: AttentionWeights,
@@ -213,10 +226,5 @@ def multi_head_attention(
         q, k, v, mask=mask, causal=inputs.causal, alignment=alignment, scale=inputs.scale,
         return_weights=True, fully_masked=fully_masked, dtype=precision,
     )
-    out = np.einsum(
-        "bhtd,hde->bte", in_compute(heads, precision), in_compute(weights.output_kernel, precision)
-    )
-    out = round_to(out, precision)
-    if weights.output_bias is not None:
-        out = round_to(in_compute(out, precision) + in_compute(weights.output_bias, precision), precision)
+    out = output_projection(heads, weights.output_kernel, weights.output_bias, precision)
     return AttentionOutputs(output=out, weights=attn)

@@ -258,8 +258,7 @@ def chunked_multi_head_attention(
     Returns:
         `AttentionOutputs` with output `(B, T, E_out)` and weights None.
     """
-    from attnconf.reference.attention import project_heads
-    from attnconf.reference.precision import in_compute
+    from attnconf.reference.attention import output_projection, project_heads
 
     precision = dtype if dtype is not None else str(inputs.query.dtype)
     q, k, v = (project_heads(getattr(inputs, n), getattr(weights, f"{n}_kernel"), getattr(weights, f"{n}_bias"),
@@ -269,8 +268,5 @@ def chunked_multi_head_attention(
         alignment=alignment, scale=inputs.scale, fully_masked=fully_masked, dtype=precision, threads=threads,
         block_k=block_k,
     )
-    out = round_to(np.einsum("bhtd,hde->bte", in_compute(heads, precision),
-                             in_compute(weights.output_kernel, precision)), precision)
-    if weights.output_bias is not None:
-        out = round_to(in_compute(out, precision) + in_compute(weights.output_bias, precision), precision)
+    out = output_projection(heads, weights.output_kernel, weights.output_bias, precision)
     return AttentionOutputs(output=out, weights=None)
