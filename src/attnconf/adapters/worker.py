@@ -2,8 +2,9 @@
 
 Keras picks one backend per process, and TensorFlow and torch in one process are fragile, so
 adapters that declare a `process_group` run in a worker process per group. The parent keeps a
-`RemoteAdapter` proxy with the adapter's name and capabilities (read from its class, which
-imports no framework) and forwards calls over a pipe. A worker that crashes or hangs raises
+`RemoteAdapter` proxy with the adapter's name and capabilities (read from its class: release
+metadata, and for some adapters the framework's signatures, which imports that framework; it never
+calls it) and forwards calls over a pipe. A worker that crashes or hangs raises
 `WorkerError` for that call only; the next call starts a fresh worker.
 
 Memory: a worker may be given a ceiling (`memory_limit`, bytes of resident memory). While a call

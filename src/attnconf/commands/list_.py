@@ -1,5 +1,6 @@
 """List the adapters the registry can see: whether their framework is importable, its version,
-and their capabilities. No framework is imported."""
+and their capabilities. Capabilities read release metadata and, for some adapters (Flax NNX),
+the framework's signatures, which imports that framework; no framework is called."""
 
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from attnconf.adapters import registry
+from attnconf.adapters.traits import traits
 from attnconf.memory import format_size, peak_rss_bytes, reset_peak
 
 #: How often a running session's progress is read (seconds).
@@ -67,9 +68,8 @@ def safe_name(name: str) -> str:
 
 def group_key(handle: registry.AdapterHandle) -> tuple[str, tuple[tuple[str, str], ...]]:
     """(process group, environment): adapters with the same key may share a session."""
-    obj = handle.obj
-    env = tuple(sorted((str(k), str(v)) for k, v in dict(getattr(obj, "environment", {}) or {}).items()))
-    return str(getattr(obj, "process_group", None) or ""), env
+    t = traits(handle.obj)
+    return t.process_group or "", t.environment
 
 
 #: Seconds assumed for an adapter that no earlier run timed.
@@ -316,7 +316,7 @@ class _Session:
     def run(self) -> list[registry.AdapterHandle]:
         """Run the session, report what it attributes; return the adapters to run again."""
         self.results.parent.mkdir(exist_ok=True)
-        env = {**os.environ, **dict(getattr(self.handles[0].obj, "environment", {}) or {})}
+        env = {**os.environ, **traits(self.handles[0].obj).env}
         self.wall_start, self.start = time.time(), time.monotonic()
         with self.log.open("wb") as out:
             proc = self.sup.spawn(self.command(), env, out)
@@ -420,8 +420,8 @@ class _Session:
             "spec": h.spec,
             "seconds": round(seconds, 2),
             "log": f"logs/{self.log.name}",
-            "framework": getattr(h.obj, "framework", ""),
-            "api": getattr(h.obj, "api", ""),
+            "framework": traits(h.obj).framework,
+            "api": traits(h.obj).api,
             "session": [x.name for x in self.handles],
         }
         peak = max(self.peaks.get(h.name, 0), self.peaks.get("", 0) if started[:1] == [h.name] else 0)
