@@ -1,4 +1,4 @@
-"""The adapter contract (base), the registry, and one module per framework."""
+"""Adapters: one module per framework API, the registry, placement and the worker; the contract re-exported."""
 
 from attnconf.contract import (
     Adapter,
