@@ -164,7 +164,9 @@ def scaled_dot_product_attention(
             raise invalid("window", "a pair (left, right) of non-negative integers or None", repr(window))
         visible = visible & window_mask(T, S, left=window[0], right=window[1], alignment=alignment)[None, None]
     if alibi_slopes is not None:
-        alibi = round_to(alibi_bias(H, T, S, alignment=alignment, slopes=alibi_slopes)[None], precision)
+        slopes = as_float_array("alibi_slopes", alibi_slopes, 1)
+        expect_dim("alibi_slopes", slopes, 0, H, "one slope per query head")
+        alibi = round_to(alibi_bias(H, T, S, alignment=alignment, slopes=slopes)[None], precision)
     if logit_softcap is not None:
         check_cap("logit_softcap", logit_softcap)
     if rotary is not None:

@@ -28,7 +28,20 @@ RotaryLayout = Literal["half", "interleaved"]
 ROTARY_LAYOUTS: tuple[str, ...] = ("half", "interleaved")
 
 
+def _even(rotary_dim: object) -> int:
+    """Raise unless `rotary_dim` is an even integer >= 2."""
+    if (
+        isinstance(rotary_dim, bool)
+        or not isinstance(rotary_dim, (int, np.integer))
+        or rotary_dim < 2
+        or rotary_dim % 2
+    ):
+        raise invalid("rotary_dim", "an even integer >= 2", repr(rotary_dim))
+    return int(rotary_dim)
+
+
 def _rotary_dim(rotary_dim: object, dim: int) -> int:
+    """`rotary_dim` checked against the feature count `dim` (None: `dim`, which must then be even)."""
     r = dim if rotary_dim is None else rotary_dim
     if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 2 or r % 2 or r > dim:
         expected = f"an even integer between 2 and D={dim}" + (" (D is odd: give rotary_dim)" if dim % 2 else "")
@@ -59,7 +72,7 @@ class Rotary:
     def __post_init__(self) -> None:
         check_choice("layout", self.layout, ROTARY_LAYOUTS)
         if self.rotary_dim is not None:
-            _rotary_dim(self.rotary_dim, int(self.rotary_dim))
+            _even(self.rotary_dim)
         _theta(self.theta)
 
 
@@ -68,7 +81,7 @@ def rotary_frequencies(rotary_dim: int, theta: float = 10000.0, *, dtype: str = 
 
     Computed in float64 (``"longdouble"`` for `dtype="longdouble"`), not rounded.
     """
-    r = _rotary_dim(rotary_dim, int(rotary_dim) if isinstance(rotary_dim, (int, np.integer)) else 0)
+    r = _even(rotary_dim)
     exact = np.longdouble if dtype == "longdouble" else np.float64
     i = np.arange(r // 2, dtype=exact)
     out: Array = exact(_theta(theta)) ** (-(2 * i) / exact(r))
