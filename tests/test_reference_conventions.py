@@ -142,14 +142,15 @@ def test_converting_projection_weights_converts_the_model():
 
 
 @pytest.mark.parametrize("alignment", ["top_left", "bottom_right"])
-def test_sdpa_rotary_uses_the_aligned_positions(alignment):
-    rng = _rng("sdpa-rope", alignment)
-    q, k, v = _qkv(rng, T=3, S=6)
+@pytest.mark.parametrize("T,S", [(3, 6), (6, 3)])
+def test_sdpa_rotary_uses_the_aligned_positions(alignment, T, S):
+    rng = _rng("sdpa-rope", alignment, T)
+    q, k, v = _qkv(rng, T=T, S=S)
     rot = Rotary("interleaved", rotary_dim=4, theta=100.0)
     got = scaled_dot_product_attention(q, k, v, causal=True, alignment=alignment, rotary=rot)
-    pq = [oc.query_position(t, 3, 6, alignment) for t in range(3)]
+    pq = [oc.query_position(t, T, S, alignment) for t in range(T)]  # negative for T > S, bottom_right
     qr = oc.rope(q.tolist(), pq, "interleaved", 4, 100.0)
-    kr = oc.rope(k.tolist(), list(range(6)), "interleaved", 4, 100.0)
+    kr = oc.rope(k.tolist(), list(range(S)), "interleaved", 4, 100.0)
     want = oc.attention(qr, kr, v.tolist(), causal=True, alignment=alignment)
     np.testing.assert_allclose(got, np.array(want), **TIGHT)
 
@@ -336,6 +337,29 @@ def test_decode_step_with_padded_cache():
         vs = np.concatenate([v[b : b + 1, :, :n], v_new[b : b + 1]], axis=2)
         alone = scaled_dot_product_attention(q[b : b + 1], ks, vs, causal=True, alignment="bottom_right", scale=0.4)
         np.testing.assert_allclose(got[b : b + 1], alone, **TIGHT)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_rotary_decode_at_an_offset_equals_full_rotary_attention(layout):
+    """Prefill 4 tokens, then decode one at a time at positions 4, 5, ...: the rows of full attention."""
+    q, k, v = _qkv(_rng("decode-rope", layout), T=7, S=7)
+    rot = Rotary(layout, rotary_dim=4, theta=1000.0)
+    full = scaled_dot_product_attention(q, k, v, causal=True, rotary=rot)
+    settings = dict(layout=layout, rotary_dim=4, theta=1000.0)
+    k_cache = rotary_embedding(k[:, :, :4], np.arange(4), **settings)  # the cache holds rotated keys
+    v_cache = v[:, :, :4]
+    for p in range(4, 7):
+        q_p = rotary_embedding(q[:, :, p : p + 1], np.array([p]), **settings)
+        k_p = rotary_embedding(k[:, :, p : p + 1], np.array([[p], [p]]), **settings)  # (B, N) positions
+        got = decode_step(q_p, k_cache, v_cache, k_p, v[:, :, p : p + 1])
+        np.testing.assert_allclose(got, full[:, :, p : p + 1], **TIGHT)
+        k_cache = np.concatenate([k_cache, k_p], axis=2)
+        v_cache = np.concatenate([v_cache, v[:, :, p : p + 1]], axis=2)
+    # rotating the new token at position 0 (the offset forgotten) gives another answer
+    q_0 = rotary_embedding(q[:, :, 6:7], np.array([0]), **settings)
+    k_0 = rotary_embedding(k[:, :, 6:7], np.array([0]), **settings)
+    wrong = decode_step(q_0, k_cache[:, :, :6], v_cache[:, :, :6], k_0, v[:, :, 6:7])
+    assert np.abs(wrong - full[:, :, 6:7]).max() > 1e-3
 
 
 def test_decode_step_with_window_and_cap_equals_full_rows():
