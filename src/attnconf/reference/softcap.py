@@ -31,8 +31,9 @@ def softcap(logits: Array, cap: float, *, dtype: str | None = None) -> Array:
     Args:
         logits: a floating array of any rank >= 0.
         cap: the cap `c`, a positive finite float.
-        dtype: precision to evaluate in; None keeps the dtype of `logits`. The division, the
-            tanh and the product are each computed in the compute dtype and rounded to `dtype`.
+        dtype: precision to evaluate in; None keeps the dtype of `logits`. `cap` is rounded to
+            `dtype`; the division, the tanh and the product are each computed in the compute dtype
+            and rounded to `dtype`.
 
     Returns:
         An array of the shape of `logits`, in the storage dtype of the precision.
