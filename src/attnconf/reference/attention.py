@@ -23,8 +23,11 @@ from attnconf.reference._checks import (
     invalid,
     precision_of,
 )
-from attnconf.reference.masks import ALIGNMENTS, Alignment, causal_mask
+from attnconf.reference.alibi import alibi_bias
+from attnconf.reference.masks import ALIGNMENTS, Alignment, Window, aligned_positions, causal_mask, window_mask
 from attnconf.reference.precision import in_compute, round_to
+from attnconf.reference.rotary import Rotary, rotary_embedding
+from attnconf.reference.softcap import check_cap, softcap
 from attnconf.reference.softmax import FULLY_MASKED_POLICIES, FullyMaskedPolicy, softmax
 
 if TYPE_CHECKING:
@@ -86,7 +89,8 @@ def scaled_dot_product_attention(
     q: Array, k: Array, v: Array, mask: Array | None = ..., bias: Array | None = ...,
     causal: bool = ..., alignment: Alignment = ..., scale: float | None = ...,
     return_weights: Literal[False] = ..., fully_masked: FullyMaskedPolicy = ...,
-    dtype: str | None = ...,
+    dtype: str | None = ..., *, rotary: Rotary | None = ..., alibi_slopes: Array | None = ...,
+    window: Window | None = ..., logit_softcap: float | None = ...,
 ) -> Array: ...
 
 
@@ -95,7 +99,8 @@ def scaled_dot_product_attention(
     q: Array, k: Array, v: Array, mask: Array | None = ..., bias: Array | None = ...,
     causal: bool = ..., alignment: Alignment = ..., scale: float | None = ...,
     *, return_weights: Literal[True], fully_masked: FullyMaskedPolicy = ...,
-    dtype: str | None = ...,
+    dtype: str | None = ..., rotary: Rotary | None = ..., alibi_slopes: Array | None = ...,
+    window: Window | None = ..., logit_softcap: float | None = ...,
 ) -> tuple[Array, Array]: ...
 
 
@@ -111,6 +116,11 @@ def scaled_dot_product_attention(
     return_weights: bool = False,
     fully_masked: FullyMaskedPolicy = "zeros",
     dtype: str | None = None,
+    *,
+    rotary: Rotary | None = None,
+    alibi_slopes: Array | None = None,
+    window: Window | None = None,
+    logit_softcap: float | None = None,
 ) -> Array | tuple[Array, Array]:
     """``softmax(q @ k^T * scale + bias, where=mask & causal) @ v``, per head.
 
@@ -127,6 +137,14 @@ def scaled_dot_product_attention(
         fully_masked: outcome for a query row with no visible key (see `softmax`).
         dtype: precision to evaluate in (`attnconf.reference.precision`); None keeps the
             dtype of `q` (float64 for float64 inputs).
+        rotary: rotate `q` and `k` (`attnconf.reference.rotary.rotary_embedding`) at the positions
+            of `alignment` (keys at ``0 .. S-1``, queries at ``0 .. T-1`` or ``S-T .. S-1``).
+        alibi_slopes: `(H,)` ALiBi slopes; adds `alibi_bias(H, T, S, alignment, slopes)` rounded
+            to the precision, after `bias`.
+        window: ``(left, right)`` sliding window (`window_mask`, bounds inclusive, None =
+            unbounded side) in the positions of `alignment`; combines with `mask` and `causal`.
+        logit_softcap: `c`: the scaled logits become ``c * tanh(logits / c)`` (`softcap`) before
+            `bias` and ALiBi are added and the masks applied (scale, cap, bias, mask, softmax).
 
     Returns:
         The output `(B, H, T, D_v)`, and the weights `(B, H, T, S)` if `return_weights`.
@@ -141,14 +159,36 @@ def scaled_dot_product_attention(
         visible = visible & _as_mask4(mask, target)
     if causal:
         visible = visible & causal_mask(T, S, alignment)[None, None]
+    if window is not None:
+        if not (isinstance(window, tuple) and len(window) == 2):
+            raise invalid("window", "a pair (left, right) of non-negative integers or None", repr(window))
+        visible = visible & window_mask(T, S, left=window[0], right=window[1], alignment=alignment)[None, None]
+    if alibi_slopes is not None:
+        slopes = as_float_array("alibi_slopes", alibi_slopes, 1)
+        expect_dim("alibi_slopes", slopes, 0, H, "one slope per query head")
+        alibi = round_to(alibi_bias(H, T, S, alignment=alignment, slopes=slopes)[None], precision)
+    if logit_softcap is not None:
+        check_cap("logit_softcap", logit_softcap)
+    if rotary is not None:
+        if not isinstance(rotary, Rotary):
+            raise invalid("rotary", "an attnconf.reference.rotary.Rotary or None", repr(rotary))
+        pos_q, pos_k = aligned_positions(T, S, alignment)
+        q = rotary_embedding(q, pos_q, layout=rotary.layout, rotary_dim=rotary.rotary_dim, theta=rotary.theta,
+                             dtype=precision)
+        k = rotary_embedding(k, pos_k, layout=rotary.layout, rotary_dim=rotary.rotary_dim, theta=rotary.theta,
+                             dtype=precision)
 
     group = H // H_kv
     k_full = np.repeat(in_compute(k, precision), group, axis=1)
     v_full = np.repeat(in_compute(v, precision), group, axis=1)
     logits = np.einsum("bhtd,bhsd->bhts", in_compute(q, precision), k_full)
     logits = round_to(logits * np.asarray(scale, dtype=logits.dtype), precision)
+    if logit_softcap is not None:
+        logits = softcap(logits, logit_softcap, dtype=precision)
     if bias is not None:
         logits = round_to(logits + in_compute(_as_bias4(bias, target), precision), precision)
+    if alibi_slopes is not None:
+        logits = round_to(in_compute(logits, precision) + in_compute(alibi, precision), precision)
     weights = round_to(
         softmax(in_compute(logits, precision), where=visible, fully_masked=fully_masked),
         precision,
@@ -189,6 +229,10 @@ def multi_head_attention(
     fully_masked: FullyMaskedPolicy = "zeros",
     dtype: str | None = None,
     check_weights: bool = False,
+    rotary: Rotary | None = None,
+    alibi_slopes: Array | None = None,
+    window: Window | None = None,
+    logit_softcap: float | None = None,
 ) -> AttentionOutputs:
     """Multi-head attention on the canonical (einsum-layout) weights (docs/writing-an-adapter.md).
 
@@ -204,6 +248,8 @@ def multi_head_attention(
         fully_masked: outcome for a query row with no visible key.
         dtype: precision to evaluate in; None keeps the dtype of the query.
         check_weights: raise `ValueError` if any weight is NaN or infinite.
+        rotary, alibi_slopes, window, logit_softcap: as in `scaled_dot_product_attention`, on the
+            projected heads (rotary rotates the projected queries and keys).
 
     Returns:
         `AttentionOutputs` with output `(B, T, E_out)` and weights `(B, H, T, S)`.
@@ -225,6 +271,7 @@ def multi_head_attention(
     heads, attn = scaled_dot_product_attention(
         q, k, v, mask=mask, causal=inputs.causal, alignment=alignment, scale=inputs.scale,
         return_weights=True, fully_masked=fully_masked, dtype=precision,
+        rotary=rotary, alibi_slopes=alibi_slopes, window=window, logit_softcap=logit_softcap,
     )
     out = output_projection(heads, weights.output_kernel, weights.output_bias, precision)
     return AttentionOutputs(output=out, weights=attn)
