@@ -38,7 +38,9 @@ __all__ = [
     "AttentionInputs",
     "AttentionOutputs",
     "AttentionWeights",
+    "CONVENTIONS",
     "Capabilities",
+    "ROTARY_LAYOUTS",
     "KernelAdapter",
     "Level",
     "OptionalMethods",
@@ -49,7 +51,12 @@ __all__ = [
 ]
 
 Array = np.ndarray[Any, Any]
-Level = Literal["layer", "kernel"]
+Level = Literal["layer", "kernel", "rotary"]
+#: The conventions of current models an adapter's `convention_attention` may take (docs/spec.md,
+#: section 13): a sliding window, a logit soft cap, ALiBi slopes, ragged lengths.
+CONVENTIONS = ("window", "softcap", "alibi", "lengths")
+#: The two rotary layouts (`attnconf.reference.rotary_embedding`).
+ROTARY_LAYOUTS = ("half", "interleaved")
 
 
 def _check_lower_precision(field_name: str, entries: tuple[tuple[str, str, str], ...], dtypes: frozenset[str]) -> None:
@@ -71,7 +78,9 @@ class Capabilities:
     """What an adapter can take. A test that needs more is skipped with the reason.
 
     Attributes:
-        level: ``"layer"`` (`multi_head_attention`) or ``"kernel"`` (`dot_product_attention`).
+        level: ``"layer"`` (`multi_head_attention`), ``"kernel"`` (`dot_product_attention`), or
+            ``"rotary"``: a rotary position embedding only (`rotary_embedding`), no attention; the
+            attention chapters skip it and the rotary chapter runs.
         dtypes: the precisions it runs, from float64, float32, float16, bfloat16.
         boolean_mask: takes a boolean mask.
         causal: has a causal flag; `causal_alignment` names where its diagonal sits.
@@ -91,6 +100,17 @@ class Capabilities:
         fused: attends without holding the `(B, H, T, S)` scores (a flash-style kernel: memory
             O((T + S) * D)); False (the default, the safe assumption): the scores are materialised,
             and the long chapter estimates a case's memory as three `(B, H, T, S)` intermediates.
+        conventions: which of `CONVENTIONS` the kernel's `convention_attention` takes: "window"
+            (a sliding window ``(left, right)``, bounds inclusive, positions aligned as
+            `causal_alignment` says, top-left when None), "softcap" (``cap * tanh(logits / cap)``
+            after the scale), "alibi" (per-head slopes, bias ``-slope * (p_q - p_k)``),
+            "lengths" (a ragged batch as query and key lengths). Empty: no such method.
+        kv_cache: implements `decode_step` (new queries against cached plus new keys and values,
+            bottom-right aligned).
+        rotary_layouts: the layouts its `rotary_embedding` implements, from `ROTARY_LAYOUTS`
+            ("half": rotate-half, GPT-NeoX and Hugging Face LLaMA; "interleaved": pairs
+            ``(2i, 2i+1)``, GPT-J and Meta's LLaMA).
+        rotary_partial: its `rotary_embedding` rotates only the first `rotary_dim` of D.
         notes: free text shown by `attnconf list`.
         limits: ``(what, why)`` pairs for what the framework cannot do at all, each a dtype left
             out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
@@ -133,14 +153,24 @@ class Capabilities:
     weight_round_trip: bool = False
     gradients: bool = False
     fused: bool = False
+    conventions: frozenset[str] = frozenset()
+    kv_cache: bool = False
+    rotary_layouts: frozenset[str] = frozenset()
+    rotary_partial: bool = False
     notes: str = ""
     limits: tuple[tuple[str, str], ...] = ()
     precision: tuple[tuple[str, str, str], ...] = ()
     scale_precision: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.level not in ("layer", "kernel"):
-            raise invalid("level", "'layer' or 'kernel'", repr(self.level))
+        if self.level not in ("layer", "kernel", "rotary"):
+            raise invalid("level", "'layer', 'kernel' or 'rotary'", repr(self.level))
+        if set(self.conventions) - set(CONVENTIONS):
+            raise invalid("conventions", f"a subset of {CONVENTIONS}", sorted(self.conventions))
+        if set(self.rotary_layouts) - set(ROTARY_LAYOUTS):
+            raise invalid("rotary_layouts", f"a subset of {ROTARY_LAYOUTS}", sorted(self.rotary_layouts))
+        if self.level == "rotary" and not self.rotary_layouts:
+            raise invalid("rotary_layouts", "at least one layout for level='rotary'", "an empty set")
         unknown = set(self.dtypes) - set(FLOAT_DTYPES)
         if unknown:
             raise invalid("dtypes", f"a subset of {FLOAT_DTYPES}", sorted(unknown))
@@ -182,6 +212,8 @@ class Capabilities:
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["dtypes"] = [t for t in FLOAT_DTYPES if t in self.dtypes]
+        d["conventions"] = [c for c in CONVENTIONS if c in self.conventions]
+        d["rotary_layouts"] = [r for r in ROTARY_LAYOUTS if r in self.rotary_layouts]
         d["limits"] = dict(self.limits)
         d["precision"] = {name: {"as_accurate_as": lower, "why": why} for name, lower, why in self.precision}
         d["scale_precision"] = {name: {"scale_in": lower, "why": why} for name, lower, why in self.scale_precision}
@@ -436,6 +468,25 @@ class OptionalMethods(Protocol):
     dot_product_attention_vjp(q, k, v, mask, causal, scale, dtype, cotangent) -> dict
         The kernel-level counterpart (cotangent `(B, H, T, D_v)`): keys "q", "k", "v", each in
         the shape of its input.
+    convention_attention(q, k, v, mask, causal, scale, dtype, *, window=None, logit_softcap=None,
+                         alibi_slopes=None, query_lengths=None, key_lengths=None) -> ndarray
+        The kernel with the conventions of current models (``capabilities.conventions`` says
+        which; only those are passed): q `(B, H, T, D_k)`, k `(B, H_kv, S, D_k)`, v
+        `(B, H_kv, S, D_v)`, mask `(B, H, T, S)` or None, as `dot_product_attention`; `window`
+        ``(left, right)`` ints or None (unbounded), inclusive; `logit_softcap` a positive float;
+        `alibi_slopes` `(H,)`; `query_lengths`, `key_lengths` `(B,)` ints. Returns
+        `(B, H, T, D_v)`; the spec is `attnconf.reference.scaled_dot_product_attention` with the
+        same keywords (padded query rows are compared only where they have a visible key).
+    decode_step(q_new, k_cache, v_cache, k_new, v_new, dtype, *, scale=None, cache_lengths=None)
+        One decode step against a KV cache (``capabilities.kv_cache``): q_new `(B, H, T_new, D_k)`,
+        k_cache `(B, H_kv, S_past, D_k)`, v_cache `(B, H_kv, S_past, D_v)`, k_new and v_new
+        `(B, H_kv, T_new, D)`, cache_lengths `(B,)` valid past entries of a padded cache or None.
+        Returns `(B, H, T_new, D_v)`; the spec is `attnconf.reference.decode_step`.
+    rotary_embedding(x, positions, dtype, *, layout, rotary_dim=None, theta=10000.0) -> ndarray
+        The framework's rotary position embedding (``capabilities.rotary_layouts``): x
+        `(B, H, N, D)`, positions `(B, N)` ints, `layout` one of the declared layouts,
+        `rotary_dim` (passed only with ``capabilities.rotary_partial``), `theta` the base.
+        Returns `(B, H, N, D)`; the spec is `attnconf.reference.rotary_embedding`.
     expected_differences (attribute)
         The adapter's own declared departures, a list of dicts in the format of
         `attnconf/conformance/expected/*.toml` (docs/writing-an-adapter.md).
@@ -461,6 +512,22 @@ class OptionalMethods(Protocol):
         self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
         scale: float | None, dtype: str, cotangent: Array,
     ) -> dict[str, Array]: ...
+
+    def convention_attention(
+        self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool, scale: float | None, dtype: str,
+        *, window: tuple[int | None, int | None] | None = None, logit_softcap: float | None = None,
+        alibi_slopes: Array | None = None, query_lengths: Array | None = None, key_lengths: Array | None = None,
+    ) -> Array: ...
+
+    def decode_step(
+        self, q_new: Array, k_cache: Array, v_cache: Array, k_new: Array, v_new: Array, dtype: str,
+        *, scale: float | None = None, cache_lengths: Array | None = None,
+    ) -> Array: ...
+
+    def rotary_embedding(
+        self, x: Array, positions: Array, dtype: str, *, layout: str, rotary_dim: int | None = None,
+        theta: float = 10000.0,
+    ) -> Array: ...
 
 
 class lazy_capabilities:  # noqa: N801 - used like `property`

@@ -9,7 +9,9 @@ docs/writing-an-adapter.md is the guide.
 
 from attnconf.adapters.support import KernelAdapterBase
 from attnconf.contract import (
+    CONVENTIONS,
     FLOAT_DTYPES,
+    ROTARY_LAYOUTS,
     Adapter,
     AdapterBase,
     Array,
@@ -25,7 +27,9 @@ from attnconf.contract import (
 )
 
 __all__ = [
+    "CONVENTIONS",
     "FLOAT_DTYPES",
+    "ROTARY_LAYOUTS",
     "Adapter",
     "AdapterBase",
     "Array",
