@@ -176,7 +176,7 @@ class TransformersAttention(AdapterBase):
     def from_native(self, p: dict[str, Array], w: AttentionWeights) -> AttentionWeights:
         raise NotImplementedError
 
-    def _forward(self, m: Any, x: Any, mask: Any) -> tuple[Any, Any]:
+    def _forward(self, m: Any, x: Any, mask: Any, **kwargs: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
     def _project(self, m: Any, q: Any, k: Any, v: Any) -> tuple[Any, Any, Any]:
@@ -205,12 +205,16 @@ class TransformersAttention(AdapterBase):
         q, k, v = tensors(inputs, dtype, grad)
         if mask is _MODEL:
             mask = model_mask(self._attention_module(m).config, inputs, q, self.decoder)
+        # A decoder model (LLaMA's, through `merge_with_config_defaults`) hands `is_causal` down to each
+        # attention module's attention function as a keyword; an encoder's (BERT's) hands nothing.
+        kw = {"is_causal": bool(inputs.causal)} if self.decoder else {}
         if is_self_attention(inputs) and not grad:
-            out, weights = self._forward(m, q, mask)
+            out, weights = self._forward(m, q, mask, **kw)
         else:
             attn = self._attention_module(m)
             qh, kh, vh = self._project(m, q, k, v)
-            context, weights = attention_function(attn)(attn, qh, kh, vh, mask, dropout=0.0, scaling=attn.scaling)
+            context, weights = attention_function(attn)(attn, qh, kh, vh, mask, dropout=0.0, scaling=attn.scaling,
+                                                        **kw)
             out = self._finish(m, context.reshape(*q.shape[:-1], -1).contiguous())
         return out, weights, q, k, v
 

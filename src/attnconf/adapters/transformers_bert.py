@@ -94,8 +94,8 @@ class BertSelfAttentionBase(common.TransformersAttention):
     def _attention_module(self, m: Any) -> Any:
         return m["self"]
 
-    def _forward(self, m: Any, x: Any, mask: Any) -> tuple[Any, Any]:
-        context, weights = m["self"](x, attention_mask=mask)
+    def _forward(self, m: Any, x: Any, mask: Any, **kwargs: Any) -> tuple[Any, Any]:
+        context, weights = m["self"](x, attention_mask=mask, **kwargs)
         return m["output"].dense(context), weights
 
     def _project(self, m: Any, q: Any, k: Any, v: Any) -> tuple[Any, Any, Any]:

@@ -27,7 +27,9 @@ a mask that differs between queries is added with ``and_mask_function``. Causal:
 function ``kv_idx <= q_idx`` with no cache offset, i.e. top-left when T != S (the cache offset that
 makes decoding bottom-right in a model is a cache's, not this call's). Not causal: the same builder
 on a config with ``is_causal=False``, transformers' documented switch for running a decoder
-bidirectionally (https://github.com/huggingface/transformers/pull/43705).
+bidirectionally (https://github.com/huggingface/transformers/pull/43705); as `LlamaModel` does
+(`merge_with_config_defaults`, utils/generic.py), ``is_causal`` also reaches the attention function as
+a keyword, which sdpa reads when the mask builder left no mask.
 """
 
 from __future__ import annotations
@@ -112,9 +114,9 @@ class LlamaAttentionBase(common.TransformersAttention):
         shape = (x.shape[0], x.shape[1], head_dim)
         return t.ones(shape, dtype=x.dtype), t.zeros(shape, dtype=x.dtype)
 
-    def _forward(self, m: Any, x: Any, mask: Any) -> tuple[Any, Any]:
+    def _forward(self, m: Any, x: Any, mask: Any, **kwargs: Any) -> tuple[Any, Any]:
         a = m["self_attn"]
-        return a(x, position_embeddings=self._identity_rotary(x, a.head_dim), attention_mask=mask)
+        return a(x, position_embeddings=self._identity_rotary(x, a.head_dim), attention_mask=mask, **kwargs)
 
     def _project(self, m: Any, q: Any, k: Any, v: Any) -> tuple[Any, Any, Any]:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
