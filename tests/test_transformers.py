@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from attnconf.adapters import registry, transformers_bert, transformers_llama
 
@@ -61,3 +61,15 @@ def test_capabilities_per_implementation(cls: type) -> None:
     assert caps.gqa is caps.causal is (cls.decoder is True)  # LLaMA: kv heads and causal; BERT: neither
     softmax32 = cls.decoder and cls.implementation == "eager"  # LLaMA's eager softmax runs in float32
     assert caps.accuracy("float64") == ("float32" if softmax32 else "float64")
+
+
+@pytest.mark.parametrize("cls", [transformers_bert.BertSelfAttentionFlex, transformers_llama.LlamaAttentionFlex],
+                         ids=lambda c: c.name)
+def test_flex_runs_only_when_switched_on(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
+    from attnconf.adapters import _transformers_common as common
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # every module "installed"
+    monkeypatch.delenv(common.FLEX_SWITCH, raising=False)
+    assert cls.missing() == common.FLEX_OFF
+    monkeypatch.setenv(common.FLEX_SWITCH, "1")
+    assert cls.missing() is None

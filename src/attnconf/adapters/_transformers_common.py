@@ -125,8 +125,7 @@ def attention_function(module: Any) -> Any:
     """The attention function `module.forward` dispatches to for its config's implementation."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    eager = getattr(__import__(type(module).__module__, fromlist=["eager_attention_forward"]),
-                    "eager_attention_forward")
+    eager = __import__(type(module).__module__, fromlist=["eager_attention_forward"]).eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, eager)
 
 
@@ -297,3 +296,25 @@ def capabilities(implementation: str, *, causal: bool, gqa: bool, head_dim: bool
         output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=not flex,
         notes=f"attn_implementation={implementation!r}; {notes}", limits=tuple(limits), precision=precision,
     )
+
+
+#: Set to 1 to run the flex_attention adapters (they are left out by default: see `FLEX_OFF`).
+FLEX_SWITCH = "ATTNCONF_TRANSFORMERS_FLEX"
+#: Why the flex_attention adapters do not run by default (measured with torch 2.13.0+cpu, transformers 5.24.0).
+FLEX_OFF = (f"flex_attention runs on the CPU only through torch.compile (inductor, a C++ compiler): about 50 s of "
+            f"compilation per new shape (8 tests of BertSelfAttention[flex_attention] in float32 took 393 s), and "
+            f"inductor fails to compile the kernel for a mask that differs between queries (CppCompileError "
+            f"\"'cur_kvSplitSize5' was not declared in this scope\"); set {FLEX_SWITCH}=1 to run it")
+
+
+class FlexMixin:
+    """flex_attention: unavailable unless `FLEX_SWITCH` is set (the reason is `FLEX_OFF`)."""
+
+    @classmethod
+    def missing(cls) -> str | None:
+        import os
+
+        reason = super().missing()  # type: ignore[misc]
+        if reason is None and os.environ.get(FLEX_SWITCH) != "1":
+            return FLEX_OFF
+        return reason

@@ -121,6 +121,6 @@ class BertSelfAttentionSdpa(BertSelfAttentionBase):
     implementation = "sdpa"
 
 
-class BertSelfAttentionFlex(BertSelfAttentionBase):
+class BertSelfAttentionFlex(common.FlexMixin, BertSelfAttentionBase):
     name = "transformers.BertSelfAttention[flex_attention]"
     implementation = "flex_attention"

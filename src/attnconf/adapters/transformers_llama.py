@@ -142,6 +142,6 @@ class LlamaAttentionSdpa(LlamaAttentionBase):
     implementation = "sdpa"
 
 
-class LlamaAttentionFlex(LlamaAttentionBase):
+class LlamaAttentionFlex(common.FlexMixin, LlamaAttentionBase):
     name = "transformers.LlamaAttention[flex_attention]"
     implementation = "flex_attention"
