@@ -12,15 +12,22 @@ import tomllib
 
 from attnconf.adapters import registry, transformers_bert, transformers_llama
 
-ADAPTERS = [transformers_bert.BertSelfAttentionEager, transformers_bert.BertSelfAttentionSdpa,
-            transformers_bert.BertSelfAttentionFlex, transformers_llama.LlamaAttentionEager,
-            transformers_llama.LlamaAttentionSdpa, transformers_llama.LlamaAttentionFlex]
+ADAPTERS = [
+    transformers_bert.BertSelfAttentionEager,
+    transformers_bert.BertSelfAttentionSdpa,
+    transformers_bert.BertSelfAttentionFlex,
+    transformers_llama.LlamaAttentionEager,
+    transformers_llama.LlamaAttentionSdpa,
+    transformers_llama.LlamaAttentionFlex,
+]
 
 
 @pytest.mark.parametrize("cls", ADAPTERS, ids=lambda c: c.name)
 def test_missing_transformers_is_the_reason(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
     assert cls.missing() == "module 'transformers' is not installed"
 
 
@@ -28,13 +35,17 @@ def _registered() -> dict[str, importlib.metadata.EntryPoint]:
     """The transformers entry points of this repository's pyproject.toml (the installed metadata may be older)."""
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     group = pyproject["project"]["entry-points"]["attnconf.adapters"]
-    return {name: importlib.metadata.EntryPoint(name, value, registry.GROUP)
-            for name, value in group.items() if name.startswith("transformers.")}
+    return {
+        name: importlib.metadata.EntryPoint(name, value, registry.GROUP)
+        for name, value in group.items()
+        if name.startswith("transformers.")
+    }
 
 
 def test_entry_points_name_every_adapter() -> None:
     assert {name: ep.value for name, ep in _registered().items()} == {
-        c.name: f"{c.__module__}:{c.__name__}" for c in ADAPTERS}
+        c.name: f"{c.__module__}:{c.__name__}" for c in ADAPTERS
+    }
 
 
 def test_attnconf_list_shows_why(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,7 +53,9 @@ def test_attnconf_list_shows_why(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
     real = importlib.util.find_spec
     monkeypatch.setattr(registry, "entry_points", _registered)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     for cls in ADAPTERS:
@@ -63,8 +76,9 @@ def test_capabilities_per_implementation(cls: type) -> None:
     assert caps.accuracy("float64") == ("float32" if softmax32 else "float64")
 
 
-@pytest.mark.parametrize("cls", [transformers_bert.BertSelfAttentionFlex, transformers_llama.LlamaAttentionFlex],
-                         ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "cls", [transformers_bert.BertSelfAttentionFlex, transformers_llama.LlamaAttentionFlex], ids=lambda c: c.name
+)
 def test_flex_runs_only_when_switched_on(monkeypatch: pytest.MonkeyPatch, cls: type) -> None:
     from attnconf.adapters import _transformers_common as common
 

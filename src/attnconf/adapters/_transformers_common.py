@@ -114,7 +114,8 @@ def model_mask(config: Any, inputs: AttentionInputs, embeds: Any, decoder: bool)
             raise invalid("causal", "False (an encoder's self-attention has no causal flag)", True)
         kv = None if is_self_attention(inputs) else t.zeros((B, S, 1), dtype=embeds.dtype)  # its shape is read
         return masking_utils.create_bidirectional_mask(
-            config, embeds, None if padding is None else t.from_numpy(padding), encoder_hidden_states=kv, **extra)
+            config, embeds, None if padding is None else t.from_numpy(padding), encoder_hidden_states=kv, **extra
+        )
     cfg = copy.copy(config)
     cfg.is_causal = bool(inputs.causal)
     two_d = t.from_numpy(padding) if padding is not None else t.ones((B, S), dtype=t.bool)  # S from its length
@@ -139,8 +140,11 @@ def tensors(inputs: AttentionInputs, dtype: str, grad: bool) -> tuple[Any, Any, 
     q = _torch.tensor(inputs.query, dtype, requires_grad=grad)
     if is_self_attention(inputs) and not grad:
         return q, q, q
-    return q, _torch.tensor(inputs.key, dtype, requires_grad=grad), _torch.tensor(inputs.value, dtype,
-                                                                                 requires_grad=grad)
+    return (
+        q,
+        _torch.tensor(inputs.key, dtype, requires_grad=grad),
+        _torch.tensor(inputs.value, dtype, requires_grad=grad),
+    )
 
 
 class TransformersAttention(AdapterBase):
@@ -212,30 +216,33 @@ class TransformersAttention(AdapterBase):
         else:
             attn = self._attention_module(m)
             qh, kh, vh = self._project(m, q, k, v)
-            context, weights = attention_function(attn)(attn, qh, kh, vh, mask, dropout=0.0, scaling=attn.scaling,
-                                                        **kw)
+            context, weights = attention_function(attn)(attn, qh, kh, vh, mask, dropout=0.0, scaling=attn.scaling, **kw)
             out = self._finish(m, context.reshape(*q.shape[:-1], -1).contiguous())
         return out, weights, q, k, v
 
-    def _run(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, mask: Any = None,
-             dropout: float = 0.0) -> AttentionOutputs:
+    def _run(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, mask: Any = None, dropout: float = 0.0
+    ) -> AttentionOutputs:
         m = self._module(weights, dtype, dropout)
         with _torch.torch().no_grad():
             out, attn, *_ = self._attend(m, inputs, dtype, _MODEL if mask is None else mask, grad=False)
         returned = attn if self.capabilities.returns_weights else None
-        return AttentionOutputs(_torch.to_numpy(out, dtype), None if returned is None else _torch.to_numpy(returned,
-                                                                                                           dtype))
+        return AttentionOutputs(
+            _torch.to_numpy(out, dtype), None if returned is None else _torch.to_numpy(returned, dtype)
+        )
 
     def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
         return self._run(inputs, weights, dtype)
 
-    def with_dropout(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                     rate: float) -> AttentionOutputs:
+    def with_dropout(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, rate: float
+    ) -> AttentionOutputs:
         """The modules built with attention dropout `rate` in the config, called in eval mode (`module.eval()`)."""
         return self._run(inputs, weights, dtype, dropout=rate)
 
-    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                              native_mask: Array) -> AttentionOutputs:
+    def native_mask_attention(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
+    ) -> AttentionOutputs:
         """`native_mask` `(B, T, S)` handed to the module's `attention_mask` as is (bool or float), as `(B, 1, T, S)`."""
         m = np.asarray(native_mask)[:, None]
         t = _torch.torch()
@@ -247,8 +254,9 @@ class TransformersAttention(AdapterBase):
         back = self.from_native(read(m, list(self.to_native(weights)), dtype), weights)
         return AttentionWeights(**given(weights, back.arrays()))
 
-    def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                                 cotangent: Array) -> dict[str, Array]:
+    def multi_head_attention_vjp(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
+    ) -> dict[str, Array]:
         """Gradients of `sum(output * cotangent)` by torch autograd through the modules, canonical layout."""
         t = _torch.torch()
         m = self._module(weights, dtype)
@@ -260,8 +268,12 @@ class TransformersAttention(AdapterBase):
         grads = t.autograd.grad(out, [q, k, v, *params], _torch.tensor(cotangent, dtype))
         native = {n: _torch.to_numpy(g, dtype) for n, g in zip(names, grads[3:], strict=True)}
         canonical = given(weights, self.from_native(native, weights).arrays())
-        return {"query": _torch.to_numpy(grads[0], dtype), "key": _torch.to_numpy(grads[1], dtype),
-                "value": _torch.to_numpy(grads[2], dtype), **canonical}
+        return {
+            "query": _torch.to_numpy(grads[0], dtype),
+            "key": _torch.to_numpy(grads[1], dtype),
+            "value": _torch.to_numpy(grads[2], dtype),
+            **canonical,
+        }
 
 
 #: "build the mask as the model does" (`model_mask`), as opposed to a native mask given as is.
@@ -274,15 +286,20 @@ def given(w: AttentionWeights, arrays: dict[str, Array]) -> dict[str, Array]:
 
 
 #: Why flex_attention has no gradients here (measured with torch 2.13 on the CPU).
-FLEX_NO_BACKWARD = ("torch's flex_attention raises NotImplementedError 'FlexAttention does not support backward on "
-                    "CPU' (torch/nn/attention/flex_attention.py, _validate_device)")
+FLEX_NO_BACKWARD = (
+    "torch's flex_attention raises NotImplementedError 'FlexAttention does not support backward on "
+    "CPU' (torch/nn/attention/flex_attention.py, _validate_device)"
+)
 #: Why the eager attention of LLaMA-style models has float32 accuracy in float64 (softmax in float32).
-EAGER_SOFTMAX = (f"eager_attention_forward computes the softmax with dtype=torch.float32 and casts back "
-                 f"({SOURCE}/models/llama/modeling_llama.py, eager_attention_forward)")
+EAGER_SOFTMAX = (
+    f"eager_attention_forward computes the softmax with dtype=torch.float32 and casts back "
+    f"({SOURCE}/models/llama/modeling_llama.py, eager_attention_forward)"
+)
 
 
-def capabilities(implementation: str, *, causal: bool, gqa: bool, head_dim: bool, eager_softmax_float32: bool,
-                 notes: str) -> Capabilities:
+def capabilities(
+    implementation: str, *, causal: bool, gqa: bool, head_dim: bool, eager_softmax_float32: bool, notes: str
+) -> Capabilities:
     """The capabilities of a transformers attention module under `implementation`."""
     eager = implementation == "eager"
     flex = implementation == "flex_attention"
@@ -291,20 +308,36 @@ def capabilities(implementation: str, *, causal: bool, gqa: bool, head_dim: bool
         limits.append(("gradients", FLEX_NO_BACKWARD))
     precision = (("float64", "float32", EAGER_SOFTMAX),) if eager and eager_softmax_float32 else ()
     return Capabilities(
-        level="layer", causal=causal, causal_alignment="top_left" if causal else None, causal_with_mask=causal,
-        returns_weights=eager, gqa=gqa, mqa=gqa, kdim_vdim=False, value_dim=False, head_dim=head_dim,
-        output_dim=False, bias_free=True, custom_scale=False, weight_round_trip=True, gradients=not flex,
-        notes=f"attn_implementation={implementation!r}; {notes}", limits=tuple(limits), precision=precision,
+        level="layer",
+        causal=causal,
+        causal_alignment="top_left" if causal else None,
+        causal_with_mask=causal,
+        returns_weights=eager,
+        gqa=gqa,
+        mqa=gqa,
+        kdim_vdim=False,
+        value_dim=False,
+        head_dim=head_dim,
+        output_dim=False,
+        bias_free=True,
+        custom_scale=False,
+        weight_round_trip=True,
+        gradients=not flex,
+        notes=f"attn_implementation={implementation!r}; {notes}",
+        limits=tuple(limits),
+        precision=precision,
     )
 
 
 #: Set to 1 to run the flex_attention adapters (they are left out by default: see `FLEX_OFF`).
 FLEX_SWITCH = "ATTNCONF_TRANSFORMERS_FLEX"
 #: Why the flex_attention adapters do not run by default (measured with torch 2.13.0+cpu, transformers 5.24.0).
-FLEX_OFF = (f"flex_attention runs on the CPU only through torch.compile (inductor, a C++ compiler): about 50 s of "
-            f"compilation per new shape (8 tests of BertSelfAttention[flex_attention] in float32 took 393 s), and "
-            f"inductor fails to compile the kernel for a mask that differs between queries (CppCompileError "
-            f"\"'cur_kvSplitSize5' was not declared in this scope\"); set {FLEX_SWITCH}=1 to run it")
+FLEX_OFF = (
+    f"flex_attention runs on the CPU only through torch.compile (inductor, a C++ compiler): about 50 s of "
+    f"compilation per new shape (8 tests of BertSelfAttention[flex_attention] in float32 took 393 s), and "
+    f"inductor fails to compile the kernel for a mask that differs between queries (CppCompileError "
+    f"\"'cur_kvSplitSize5' was not declared in this scope\"); set {FLEX_SWITCH}=1 to run it"
+)
 
 
 class FlexMixin:

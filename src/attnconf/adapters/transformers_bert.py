@@ -45,9 +45,13 @@ class BertSelfAttentionBase(common.TransformersAttention):
     @classmethod
     def _capabilities(cls) -> Capabilities:
         return common.capabilities(
-            cls.implementation, causal=False, gqa=False, head_dim=False, eager_softmax_float32=False,
+            cls.implementation,
+            causal=False,
+            gqa=False,
+            head_dim=False,
+            eager_softmax_float32=False,
             notes="E_q = H * D_k (D = hidden_size / H); self-attention through forward, cross-attention through the "
-                  "module's projections and attention function; absent biases are zeros; no causal flag (encoder)",
+            "module's projections and attention function; absent biases are zeros; no causal flag (encoder)",
         )
 
     def _key(self, w: AttentionWeights) -> tuple[Any, ...]:
@@ -58,8 +62,12 @@ class BertSelfAttentionBase(common.TransformersAttention):
         from transformers import BertConfig
         from transformers.models.bert.modeling_bert import BertSelfAttention, BertSelfOutput
 
-        config = BertConfig(hidden_size=w.query_dim, num_attention_heads=w.num_heads,
-                            attention_probs_dropout_prob=dropout, hidden_dropout_prob=0.0)
+        config = BertConfig(
+            hidden_size=w.query_dim,
+            num_attention_heads=w.num_heads,
+            attention_probs_dropout_prob=dropout,
+            hidden_dropout_prob=0.0,
+        )
         config._attn_implementation = self.implementation
         return t.nn.ModuleDict({"self": BertSelfAttention(config), "output": BertSelfOutput(config)})
 
@@ -84,8 +92,9 @@ class BertSelfAttentionBase(common.TransformersAttention):
     def from_native(self, p: dict[str, Array], w: AttentionWeights) -> AttentionWeights:
         E, H = w.query_dim, w.num_heads
         D = E // H
-        out: dict[str, Array] = {f"{n}_kernel": p[f"self.{n}.weight"].T.reshape(E, H, D)
-                                 for n in ("query", "key", "value")}
+        out: dict[str, Array] = {
+            f"{n}_kernel": p[f"self.{n}.weight"].T.reshape(E, H, D) for n in ("query", "key", "value")
+        }
         out.update({f"{n}_bias": p[f"self.{n}.bias"].reshape(H, D) for n in ("query", "key", "value")})
         out["output_kernel"] = p["output.dense.weight"].T.reshape(H, D, E)
         out["output_bias"] = p["output.dense.bias"]

@@ -57,10 +57,14 @@ class LlamaAttentionBase(common.TransformersAttention):
     @classmethod
     def _capabilities(cls) -> Capabilities:
         return common.capabilities(
-            cls.implementation, causal=True, gqa=True, head_dim=True, eager_softmax_float32=True,
+            cls.implementation,
+            causal=True,
+            gqa=True,
+            head_dim=True,
+            eager_softmax_float32=True,
             notes="grouped kv heads; head_dim free; rotary embedding the identity (cos=1, sin=0); biases all or none "
-                  "(attention_bias); self-attention through forward, cross-attention through the module's "
-                  "projections and attention function; causal top-left (no cache offset)",
+            "(attention_bias); self-attention through forward, cross-attention through the module's "
+            "projections and attention function; causal top-left (no cache offset)",
         )
 
     def _key(self, w: AttentionWeights) -> tuple[Any, ...]:
@@ -71,9 +75,14 @@ class LlamaAttentionBase(common.TransformersAttention):
         from transformers import LlamaConfig
         from transformers.models.llama.modeling_llama import LlamaAttention
 
-        config = LlamaConfig(hidden_size=w.query_dim, num_attention_heads=w.num_heads,
-                             num_key_value_heads=w.num_kv_heads, head_dim=w.key_head_dim,
-                             attention_bias=one_bias_switch(w, self.api, "attention_bias"), attention_dropout=dropout)
+        config = LlamaConfig(
+            hidden_size=w.query_dim,
+            num_attention_heads=w.num_heads,
+            num_key_value_heads=w.num_kv_heads,
+            head_dim=w.key_head_dim,
+            attention_bias=one_bias_switch(w, self.api, "attention_bias"),
+            attention_dropout=dropout,
+        )
         config._attn_implementation = self.implementation
         return t.nn.ModuleDict({"self_attn": LlamaAttention(config, layer_idx=0)})
 
@@ -96,8 +105,9 @@ class LlamaAttentionBase(common.TransformersAttention):
     def from_native(self, p: dict[str, Array], w: AttentionWeights) -> AttentionWeights:
         E, H, H_kv, D = w.query_dim, w.num_heads, w.num_kv_heads, w.key_head_dim
         heads = {"query": H, "key": H_kv, "value": H_kv}
-        out: dict[str, Array] = {f"{n}_kernel": p[f"self_attn.{proj}.weight"].T.reshape(E, heads[n], D)
-                                 for proj, n in _PROJ}
+        out: dict[str, Array] = {
+            f"{n}_kernel": p[f"self_attn.{proj}.weight"].T.reshape(E, heads[n], D) for proj, n in _PROJ
+        }
         out["output_kernel"] = p["self_attn.o_proj.weight"].T.reshape(H, D, E)
         if "self_attn.o_proj.bias" in p:
             out.update({f"{n}_bias": p[f"self_attn.{proj}.bias"].reshape(heads[n], D) for proj, n in _PROJ})
