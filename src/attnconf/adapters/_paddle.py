@@ -28,9 +28,12 @@ NUM_THREADS = 1
 HALF_MATMUL_MISSING = ">=3.0,<3.4"
 
 HALF_LIMITS = tuple(
-    (dt, f"the CPU build has no {dt} matmul: paddle.matmul raises \"RuntimeError: (NotFound) The kernel with key "
-         f"(CPU, Undefined(AnyLayout), {dt}) of kernel `matmul` is not registered\" (measured, paddlepaddle 3.3.1; "
-         "https://github.com/PaddlePaddle/Paddle/blob/develop/paddle/phi/kernels/cpu/matmul_kernel.cc)")
+    (
+        dt,
+        f'the CPU build has no {dt} matmul: paddle.matmul raises "RuntimeError: (NotFound) The kernel with key '
+        f'(CPU, Undefined(AnyLayout), {dt}) of kernel `matmul` is not registered" (measured, paddlepaddle 3.3.1; '
+        "https://github.com/PaddlePaddle/Paddle/blob/develop/paddle/phi/kernels/cpu/matmul_kernel.cc)",
+    )
     for dt in ("float16", "bfloat16")
 )
 

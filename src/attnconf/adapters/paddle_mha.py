@@ -48,15 +48,21 @@ NATIVE_BIASES = ("q_proj.bias", "k_proj.bias", "v_proj.bias", "out_proj.bias")
 def to_native(w: AttentionWeights) -> dict[str, Array]:
     """Canonical weights -> paddle parameters by name (shapes in the module docstring)."""
     E, H, D = w.query_dim, w.num_heads, w.key_head_dim
-    checks = [("key_kernel", "H_kv = H (paddle has no kv heads)", w.num_kv_heads, H),
-              ("value_kernel", "D_v = D_k (paddle shares the head width)", w.value_head_dim, D),
-              ("query_kernel", f"H * D_k = E_q = {E} (paddle sets D = embed_dim / H)", H * D, E),
-              ("output_kernel", f"E_out = E_q = {E} (paddle's output width is embed_dim)", w.output_dim, E)]
+    checks = [
+        ("key_kernel", "H_kv = H (paddle has no kv heads)", w.num_kv_heads, H),
+        ("value_kernel", "D_v = D_k (paddle shares the head width)", w.value_head_dim, D),
+        ("query_kernel", f"H * D_k = E_q = {E} (paddle sets D = embed_dim / H)", H * D, E),
+        ("output_kernel", f"E_out = E_q = {E} (paddle's output width is embed_dim)", w.output_dim, E),
+    ]
     for name, expected, got, want in checks:
         if got != want:
             raise invalid(name, f"{expected} for paddle.nn.MultiHeadAttention", got)
-    out = {"q_proj.weight": w.query_kernel.reshape(-1, E), "k_proj.weight": w.key_kernel.reshape(-1, E),
-           "v_proj.weight": w.value_kernel.reshape(-1, E), "out_proj.weight": w.output_kernel.reshape(E, E)}
+    out = {
+        "q_proj.weight": w.query_kernel.reshape(-1, E),
+        "k_proj.weight": w.key_kernel.reshape(-1, E),
+        "v_proj.weight": w.value_kernel.reshape(-1, E),
+        "out_proj.weight": w.output_kernel.reshape(E, E),
+    }
     if present_biases(w):  # one bias switch: any bias makes all four, zeros for the absent
         for native, name in zip(NATIVE_BIASES, BIASES, strict=True):
             b = getattr(w, name)
@@ -68,8 +74,12 @@ def from_native(p: dict[str, Array], num_heads: int) -> AttentionWeights:
     """paddle parameters by name -> canonical weights (the inverse of `to_native`)."""
     E = p["out_proj.weight"].shape[1]
     H, D = num_heads, E // num_heads
-    w = {"query_kernel": p["q_proj.weight"].reshape(-1, H, D), "key_kernel": p["k_proj.weight"].reshape(-1, H, D),
-         "value_kernel": p["v_proj.weight"].reshape(-1, H, D), "output_kernel": p["out_proj.weight"].reshape(H, D, E)}
+    w = {
+        "query_kernel": p["q_proj.weight"].reshape(-1, H, D),
+        "key_kernel": p["k_proj.weight"].reshape(-1, H, D),
+        "value_kernel": p["v_proj.weight"].reshape(-1, H, D),
+        "output_kernel": p["out_proj.weight"].reshape(H, D, E),
+    }
     if "q_proj.bias" in p:
         for native, name in zip(NATIVE_BIASES[:3], BIASES[:3], strict=True):
             w[name] = p[native].reshape(H, D)
@@ -97,10 +107,23 @@ class PaddleMHA(AdapterBase):
         """From the installed release (package metadata; nothing is imported)."""
         limits = _paddle.half_limits()
         return Capabilities(
-            level="layer", dtypes=frozenset(FLOAT_DTYPES) - {dt for dt, _ in limits}, limits=limits,
-            boolean_mask=True, causal=False, causal_alignment=None, causal_with_mask=False,
-            returns_weights=True, gqa=False, kdim_vdim=True, value_dim=False, head_dim=False, output_dim=False,
-            bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
+            level="layer",
+            dtypes=frozenset(FLOAT_DTYPES) - {dt for dt, _ in limits},
+            limits=limits,
+            boolean_mask=True,
+            causal=False,
+            causal_alignment=None,
+            causal_with_mask=False,
+            returns_weights=True,
+            gqa=False,
+            kdim_vdim=True,
+            value_dim=False,
+            head_dim=False,
+            output_dim=False,
+            bias_free=True,
+            custom_scale=False,
+            weight_round_trip=True,
+            gradients=True,
             notes="E_q = H * D_k; no causal flag, no scale argument; absent biases are zeros (one bias switch); "
             "a boolean mask becomes an additive (mask - 1) * 1e9",
         )
@@ -115,8 +138,15 @@ class PaddleMHA(AdapterBase):
         bias = "q_proj.bias" in native
         key = (w.query_dim, w.key_dim, w.value_dim, w.num_heads, bias, dtype, dropout)
         if key not in self._layers:
-            layer = p.nn.MultiHeadAttention(w.query_dim, w.num_heads, dropout=dropout, kdim=w.key_dim,
-                                            vdim=w.value_dim, need_weights=True, bias_attr=None if bias else False)
+            layer = p.nn.MultiHeadAttention(
+                w.query_dim,
+                w.num_heads,
+                dropout=dropout,
+                kdim=w.key_dim,
+                vdim=w.value_dim,
+                need_weights=True,
+                bias_attr=None if bias else False,
+            )
             layer.to(dtype=dtype)
             self._layers[key] = layer.eval()
         layer = self._layers[key]
@@ -152,13 +182,15 @@ class PaddleMHA(AdapterBase):
         mask = None if inputs.mask is None else inputs.mask[:, None]
         return self._outputs(self._layer(weights, dtype), inputs, dtype, mask)
 
-    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                              native_mask: Array) -> AttentionOutputs:
+    def native_mask_attention(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
+    ) -> AttentionOutputs:
         """The layer with `native_mask` `(B, T, S)` (boolean or float) handed to `attn_mask` as `(B, 1, T, S)`."""
         return self._outputs(self._layer(weights, dtype), inputs, dtype, np.asarray(native_mask)[:, None])
 
-    def with_dropout(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                     rate: float) -> AttentionOutputs:
+    def with_dropout(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, rate: float
+    ) -> AttentionOutputs:
         """The layer built with `dropout=rate`, called in eval mode (paddle's documented inference)."""
         mask = None if inputs.mask is None else inputs.mask[:, None]
         return self._outputs(self._layer(weights, dtype, dropout=rate), inputs, dtype, mask)
@@ -169,8 +201,9 @@ class PaddleMHA(AdapterBase):
         back = from_native({n: _paddle.to_numpy(params[n], dtype) for n in to_native(weights)}, weights.num_heads)
         return AttentionWeights(**_given(weights, back.arrays()))
 
-    def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                                 cotangent: Array) -> dict[str, Array]:
+    def multi_head_attention_vjp(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
+    ) -> dict[str, Array]:
         """Gradients of `sum(output * cotangent)` by paddle autograd (`paddle.grad`), in the canonical layout."""
         p = _paddle.paddle()
         layer = self._layer(weights, dtype)
@@ -181,5 +214,9 @@ class PaddleMHA(AdapterBase):
         grads = p.grad([out], [q, k, v, *(params[n] for n in names)], [_paddle.tensor(cotangent, dtype)])
         native = {n: _paddle.to_numpy(g, dtype) for n, g in zip(names, grads[3:], strict=True)}
         canonical = _given(weights, from_native(native, weights.num_heads).arrays())
-        return {"query": _paddle.to_numpy(grads[0], dtype), "key": _paddle.to_numpy(grads[1], dtype),
-                "value": _paddle.to_numpy(grads[2], dtype), **canonical}
+        return {
+            "query": _paddle.to_numpy(grads[0], dtype),
+            "key": _paddle.to_numpy(grads[1], dtype),
+            "value": _paddle.to_numpy(grads[2], dtype),
+            **canonical,
+        }

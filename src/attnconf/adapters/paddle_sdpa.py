@@ -38,8 +38,9 @@ def _sdpa(q: Any, k: Any, v: Any, mask: Any, causal: bool, scale: float | None) 
     `(B, H_kv, S, D_v)`; returns `(B, H, T, D_v)`."""
     p = _paddle.paddle()
     q, k, v = (p.transpose(a, [0, 2, 1, 3]) for a in (q, k, v))
-    out = p.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=bool(causal),
-                                                       training=False, scale=scale)
+    out = p.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=bool(causal), training=False, scale=scale
+    )
     return p.transpose(out, [0, 2, 1, 3])
 
 
@@ -62,23 +63,46 @@ class PaddleSDPA(KernelAdapterBase):
         """From the installed release (package metadata; nothing is imported)."""
         limits = _paddle.half_limits()
         return Capabilities(
-            level="kernel", dtypes=frozenset(FLOAT_DTYPES) - {dt for dt, _ in limits}, limits=limits,
-            causal=True, causal_alignment="top_left", causal_with_mask=False, returns_weights=False,
-            gqa=True, mqa=True, kdim_vdim=True, value_dim=True, head_dim=True, output_dim=True, bias_free=True,
-            custom_scale=True, gradients=True, fused=False,
+            level="kernel",
+            dtypes=frozenset(FLOAT_DTYPES) - {dt for dt, _ in limits},
+            limits=limits,
+            causal=True,
+            causal_alignment="top_left",
+            causal_with_mask=False,
+            returns_weights=False,
+            gqa=True,
+            mqa=True,
+            kdim_vdim=True,
+            value_dim=True,
+            head_dim=True,
+            output_dim=True,
+            bias_free=True,
+            custom_scale=True,
+            gradients=True,
+            fused=False,
             notes="layout (B, T, H, D), transposed by the adapter; layer = reference projections around the kernel; "
             "is_causal ignores attn_mask (documented)",
         )
 
-    def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-                              scale: float | None, dtype: str) -> Array:
+    def dot_product_attention(
+        self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool, scale: float | None, dtype: str
+    ) -> Array:
         p = _paddle.paddle()
         with p.no_grad():
             out = _sdpa(*(_paddle.tensor(a, dtype) for a in (q, k, v)), _mask(mask, dtype), causal, scale)
         return _paddle.to_numpy(out, dtype)
 
-    def dot_product_attention_vjp(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-                                  scale: float | None, dtype: str, cotangent: Array) -> dict[str, Array]:
+    def dot_product_attention_vjp(
+        self,
+        q: Array,
+        k: Array,
+        v: Array,
+        mask: Array | None,
+        causal: bool,
+        scale: float | None,
+        dtype: str,
+        cotangent: Array,
+    ) -> dict[str, Array]:
         """Gradients of `sum(output * cotangent)` with respect to "q", "k", "v" (`paddle.grad`)."""
         p = _paddle.paddle()
         leaves = [_paddle.tensor(a, dtype, requires_grad=True) for a in (q, k, v)]
@@ -86,13 +110,15 @@ class PaddleSDPA(KernelAdapterBase):
         grads = p.grad([out], leaves, [_paddle.tensor(cotangent, dtype)])
         return {n: _paddle.to_numpy(g, dtype) for n, g in zip(("q", "k", "v"), grads, strict=True)}
 
-    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                              native_mask: Array) -> AttentionOutputs:
+    def native_mask_attention(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
+    ) -> AttentionOutputs:
         """The layer with `native_mask` `(B, T, S)` handed to `attn_mask` as is, as `(B, 1, T, S)`."""
         return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])
 
-    def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                                 cotangent: Array) -> dict[str, Array]:
+    def multi_head_attention_vjp(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
+    ) -> dict[str, Array]:
         """Gradients of the layer (paddle projections around the kernel) in the canonical layout."""
         p = _paddle.paddle()
         x = {n: _paddle.tensor(getattr(inputs, n), dtype, requires_grad=True) for n in ("query", "key", "value")}
