@@ -94,3 +94,16 @@ def test_the_half_precision_limit_is_what_the_cpu_build_does() -> None:
     declared = paddle_mha.PaddleMHA.capabilities.limits
     for dt in ("float16", "bfloat16"):
         assert (f"{dt} raised True" in out) is any(what == dt for what, _ in declared), out
+
+
+def test_kernel_before_its_scale_argument_is_missing_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_version, real_spec = importlib.metadata.version, importlib.util.find_spec
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "3.0.0" if d == "paddlepaddle" else real_version(d))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "paddle" else real_spec(name, *a)
+    )
+    assert paddle_sdpa.PaddleSDPA.missing() == (
+        "paddlepaddle 3.0.0 has no `scale` or grouped kv heads in paddle.nn.functional.scaled_dot_product_attention "
+        "(added in 3.3.0, PaddlePaddle/Paddle#76446)"
+    )
+    assert paddle_mha.PaddleMHA.missing() is None  # the layer runs on 3.0.0 (measured)

@@ -23,7 +23,7 @@ Array = np.ndarray[Any, Any]
 #: Intra-op threads (`paddle.base.core.set_num_threads`): one, as for torch (`_torch.NUM_THREADS`).
 NUM_THREADS = 1
 
-#: The releases measured (3.3.1 and the tox env's 3.0.0) whose CPU build has no float16/bfloat16 matmul.
+#: The releases measured (3.0.0 and 3.3.1, the tox envs) whose CPU build has no float16/bfloat16 matmul.
 #: A release outside this range runs those dtypes until someone measures it.
 HALF_MATMUL_MISSING = ">=3.0,<3.4"
 

@@ -148,7 +148,8 @@ class PaddleMHA(AdapterBase):
                 bias_attr=None if bias else False,
             )
             layer.to(dtype=dtype)
-            self._layers[key] = layer.eval()
+            layer.eval()  # returns None before paddle 3.1 (measured with 3.0.0), self after
+            self._layers[key] = layer
         layer = self._layers[key]
         params = dict(layer.named_parameters())
         for name, array in native.items():

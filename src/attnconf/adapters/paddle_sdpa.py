@@ -57,6 +57,15 @@ class PaddleSDPA(KernelAdapterBase):
     distributions = ("paddlepaddle",)
     modules = ("paddle",)
     process_group = "paddle"
+    # `scale` and grouped kv heads came with PaddlePaddle/Paddle#76446 (merged 2025-11, first in 3.3.0);
+    # measured: 3.0.0 raises "got an unexpected keyword argument 'scale'", and without an attn_mask it
+    # goes to flash_attention instead of the math path
+    first_release = (
+        "paddlepaddle",
+        "3.3.0",
+        "has no `scale` or grouped kv heads in paddle.nn.functional.scaled_dot_product_attention "
+        "(added in 3.3.0, PaddlePaddle/Paddle#76446)",
+    )
 
     @classmethod
     def _capabilities(cls) -> Capabilities:
