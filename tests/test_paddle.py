@@ -34,6 +34,7 @@ def test_list_shows_why_paddle_adapters_are_unavailable(
         line = next(s for s in out.splitlines() if s.startswith(cls.name))
         assert "missing" in line.split()
     assert out.count("module 'paddle' is not installed") == 2
+    assert "paddle" not in sys.modules  # listing (and the capabilities) import no paddle
 
 
 @pytest.mark.parametrize(("release", "half"), [("3.3.1", False), ("3.0.0", False), ("3.4.0", True)])
