@@ -169,7 +169,7 @@ def test_declared_unsupported_cells_are_not_applicable(declared_report: dict[str
     assert layout.cell_kind(r["outcome"], weights, layout.reference_outcome(weights)) == "diff"  # without it: bold
     write_reports(declared_report, tmp_path)
     md = (tmp_path / "audit.md").read_text()
-    cell = f'[_n/a_](#{anchor("returned_weights", name)} "not applicable, declared: capabilities.returns\\_weights'
+    cell = f'[_n/a_](#{anchor("returned_weights", name)} "returns\\_weights=False")'  # the capability, in the tooltip
     assert cell in md
     assert f'[**none**](#{anchor("returned_weights", name)})' not in md  # not bold: not a departure
     assert "_n/a_, declared unsupported: capabilities.returns\\_weights=False" in md  # the evidence says why
@@ -305,7 +305,7 @@ def test_reports_are_deterministic_and_measurements_cross_as_json(report: dict[s
 def test_markdown_tables_link_every_cell(report: dict[str, Any], written: Path) -> None:
     text = (written / "audit.md").read_text()
     for title in report["groups"].values():
-        assert f"## {title}" in text
+        assert f"## Evidence: {title}" in text
     assert "**nan**" in text  # a departure is highlighted
     for sid, sc in report["scenarios"].items():
         for name in sc["results"]:
