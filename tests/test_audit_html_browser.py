@@ -90,8 +90,8 @@ def test_report_renders_without_requests_or_scripts(page: Path, tmp_path: Path) 
     dom, console = chromium(page, tmp_path / "profile")
     assert console == []
     assert "<script" not in dom.lower()
-    # the adapters, one table per scenario group, one evidence table per scenario: none lost in the browser
-    assert dom.count("<table") == 1 + len({sc.group for sc in CATALOG}) + len(CATALOG)
+    # the family summary, one table per scenario group, the adapters, one evidence table per scenario: none lost
+    assert dom.count("<table") == 2 + len({sc.group for sc in CATALOG}) + len(CATALOG)
     assert dom.count("<img") >= 3
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert "an extra section" in dom
