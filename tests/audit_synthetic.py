@@ -18,8 +18,9 @@ def fake_name(family: str, i: int) -> str:
     return f"{family}.Synthetic{i}"
 
 
-def build(real: dict[str, Any], per_family: tuple[int, ...] = (5, 9, 1, 2, 3, 2, 3, 2, 2, 3),
-          seed: int = 18) -> dict[str, Any]:
+def build(
+    real: dict[str, Any], per_family: tuple[int, ...] = (5, 9, 1, 2, 3, 2, 3, 2, 2, 3), seed: int = 18
+) -> dict[str, Any]:
     """An ``attnconf.audit/1`` report like `real`, its adapters replaced by ``sum(per_family)`` fakes
     (32 by default) in ``len(FAMILIES)`` families; outcomes drawn per cell, about one in ten declared
     unsupported (``evidence["declared_unsupported"]``, the outcome still measured-looking)."""

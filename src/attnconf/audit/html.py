@@ -78,9 +78,11 @@ def family_css(fams: dict[str, list[str]]) -> str:
 
 
 def _filter(fams: dict[str, list[str]]) -> str:
-    boxes = "".join(f'<label><input type="checkbox" id="show-fam-{i}" checked> {e(fam)} ({len(names)})</label>'
-                    for i, (fam, names) in enumerate(fams.items()))
-    return (f'<form class="filter" id="filter">Show families: {boxes}<button type="reset">all</button></form>')
+    boxes = "".join(
+        f'<label><input type="checkbox" id="show-fam-{i}" checked> {e(fam)} ({len(names)})</label>'
+        for i, (fam, names) in enumerate(fams.items())
+    )
+    return f'<form class="filter" id="filter">Show families: {boxes}<button type="reset">all</button></form>'
 
 
 def _header(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
@@ -88,7 +90,8 @@ def _header(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
     summary = "".join(
         f'<tr class="fam-{i}"><th>{e(fam)}</th><td>{len(names)}</td><td class="{"k-diff" if k["diff"] else ""}">'
         f'{k["diff"]}</td><td class="{"k-broken" if k["broken"] else ""}">{k["broken"]}</td><td>{k["na"]}</td></tr>'
-        for i, (fam, names) in enumerate(fams.items()) for k in [layout.family_counts(report, names)]
+        for i, (fam, names) in enumerate(fams.items())
+        for k in [layout.family_counts(report, names)]
     )
     return (
         f"<h1>attnconf behaviour audit</h1><p>attnconf {e(report['attnconf'])}; Python {e(env['python'])} on "
@@ -114,8 +117,9 @@ def _adapters(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
         rows.append(
             f'<tr class="{fam_of.get(n, "")}"><td>{e(a["framework"])}</td><td>{e(layout.short_label(n))}</td>'
             f"<td>{e(n)}</td><td>{e(a['api'])}</td><td>{e(layout.versions_text(a['versions']))}</td>"
-            f"<td class=\"{_STATUS_CLASS.get(a['status'], 'k-broken')}\">{e(a['status'])}</td><td>{k['diff']}</td>"
-            f"<td>{k['broken']}</td><td>{e(a['reason'] or '')}</td></tr>")
+            f'<td class="{_STATUS_CLASS.get(a["status"], "k-broken")}">{e(a["status"])}</td><td>{k["diff"]}</td>'
+            f"<td>{k['broken']}</td><td>{e(a['reason'] or '')}</td></tr>"
+        )
     return (
         '<section id="adapters"><h2>Adapters</h2><table><thead><tr><th>family</th><th>row</th><th>adapter</th>'
         "<th>api</th><th>versions</th><th>status</th><th>departures</th><th>crashed / invalid</th><th>reason</th>"
@@ -137,7 +141,9 @@ def _tables(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
         refs = {sid: layout.reference_outcome(report["scenarios"][sid]) for sid in ids}
         head = "".join(
             f'<th title="{e(report["scenarios"][sid]["title"])}"><a href="#{layout.anchor(sid)}">{_breakable(sid)}</a>'
-            f'<br><small>spec: {e(report["scenarios"][sid]["spec"] or "-")}</small></th>' for sid in ids)
+            f"<br><small>spec: {e(report['scenarios'][sid]['spec'] or '-')}</small></th>"
+            for sid in ids
+        )
         rows = []
         for i, (fam, names) in enumerate(fams.items()):
             rows.append(f'<tr class="family fam-{i}"><th colspan="{len(ids) + 1}"><span>{e(fam)}</span></th></tr>')
@@ -151,13 +157,19 @@ def _tables(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
                         continue
                     kind = layout.result_kind(r, sc, refs[sid])
                     tip, label = (layout.na_title(r), "n/a") if layout.declared(r) else (r["detail"], r["outcome"])
-                    cells.append(f'<td class="k-{kind}" title="{e(tip)}"><a href="#{layout.anchor(sid, c)}">'
-                                 f"{e(label)}</a></td>")
-                rows.append(f'<tr class="fam-{i}"><th class="adapter" title="{e(c)}">{e(layout.short_label(c))}</th>'
-                            + "".join(cells) + "</tr>")
-        parts.append(f'<section id="g-{e(gid)}"><h2>{e(title)}</h2><div class="grid-wrap"><table class="grid"><thead>'
-                     f'<tr><th class="adapter">adapter \\ scenario</th>{head}</tr></thead><tbody>{"".join(rows)}'
-                     "</tbody></table></div></section>")
+                    cells.append(
+                        f'<td class="k-{kind}" title="{e(tip)}"><a href="#{layout.anchor(sid, c)}">{e(label)}</a></td>'
+                    )
+                rows.append(
+                    f'<tr class="fam-{i}"><th class="adapter" title="{e(c)}">{e(layout.short_label(c))}</th>'
+                    + "".join(cells)
+                    + "</tr>"
+                )
+        parts.append(
+            f'<section id="g-{e(gid)}"><h2>{e(title)}</h2><div class="grid-wrap"><table class="grid"><thead>'
+            f'<tr><th class="adapter">adapter \\ scenario</th>{head}</tr></thead><tbody>{"".join(rows)}'
+            "</tbody></table></div></section>"
+        )
     return "".join(parts)
 
 
@@ -182,7 +194,7 @@ def _scenario_panels(report: dict[str, Any], sid: str, cols: list[str]) -> list[
 
 def _pictures(report: dict[str, Any], cols: list[str], fam_of: dict[str, str]) -> str:
     if not plots.available():
-        return "<section id=\"pictures\"><h2>Pictures</h2><p>matplotlib is not installed: no pictures.</p></section>"
+        return '<section id="pictures"><h2>Pictures</h2><p>matplotlib is not installed: no pictures.</p></section>'
     from attnconf.audit.measure.common import base
 
     ex = report["example"]
@@ -191,26 +203,36 @@ def _pictures(report: dict[str, Any], cols: list[str], fam_of: dict[str, str]) -
     rows = []
     for c in cols:
         a = ex["adapters"].get(c) or {"error": "no example (the adapter did not finish)"}
-        rows.append((layout.short_label(c), _matrix(a.get("weights")), _matrix(a.get("abs_error")),
-                     str(a.get("error", ""))))
-    errors = "".join(f"<li class=\"{fam_of[c]}\">{e(c)}: max |adapter - reference| = "
-                     f"{e(a.get('max_abs_error', a.get('error', '')))}</li>"
-                     for c in cols for a in [ex["adapters"].get(c) or {}])
-    parts = [f"<section id=\"pictures\"><h2>Pictures</h2><h3>A fixed example</h3><p>{e(ex['description'])}</p>",
-             f"<figure>{_img(plots.examples(ref, rows), 'attention weights of each adapter beside the reference')}"
-             f"</figure><ul>{errors}</ul>"]
+        rows.append(
+            (layout.short_label(c), _matrix(a.get("weights")), _matrix(a.get("abs_error")), str(a.get("error", "")))
+        )
+    errors = "".join(
+        f'<li class="{fam_of[c]}">{e(c)}: max |adapter - reference| = '
+        f"{e(a.get('max_abs_error', a.get('error', '')))}</li>"
+        for c in cols
+        for a in [ex["adapters"].get(c) or {}]
+    )
+    parts = [
+        f'<section id="pictures"><h2>Pictures</h2><h3>A fixed example</h3><p>{e(ex["description"])}</p>',
+        f"<figure>{_img(plots.examples(ref, rows), 'attention weights of each adapter beside the reference')}"
+        f"</figure><ul>{errors}</ul>",
+    ]
     masked = _scenario_panels(report, "fully_masked_row", cols)
     if masked:
         png = plots.grid(masked, row=1)
-        parts.append("<h3>Fully masked row (float32)</h3><p>Batch element 0, head 0; query row 1 (outlined) sees "
-                     f"no key. NaN in magenta.</p><figure>{_img(png, 'fully masked row heatmaps')}</figure>")
+        parts.append(
+            "<h3>Fully masked row (float32)</h3><p>Batch element 0, head 0; query row 1 (outlined) sees "
+            f"no key. NaN in magenta.</p><figure>{_img(png, 'fully masked row heatmaps')}</figure>"
+        )
     causal = _scenario_panels(report, "causal_alignment", cols)
     if causal:
         p = base().with_inputs("causal", causal=True)
         refs = [(f"spec: {a}", p.reference(alignment=a)[0, 0], "") for a in ("top_left", "bottom_right")]
         png = plots.grid(refs + causal)
-        parts.append("<h3>Causal with T &lt; S</h3><p>Batch element 0, head 0; the first two panels are the spec's "
-                     f"two alignments.</p><figure>{_img(png, 'causal alignment heatmaps')}</figure>")
+        parts.append(
+            "<h3>Causal with T &lt; S</h3><p>Batch element 0, head 0; the first two panels are the spec's "
+            f"two alignments.</p><figure>{_img(png, 'causal alignment heatmaps')}</figure>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
@@ -232,8 +254,10 @@ def _evidence(report: dict[str, Any], cols: list[str], fam_of: dict[str, str]) -
             numbers = e(json.dumps(r["evidence"], indent=1, ensure_ascii=False))
             why = layout.declared(r)
             na = f"<i>n/a</i>, declared unsupported: {e(why)}. Measured: " if why else ""
-            rows.append(f'<tr id="{layout.anchor(sid, c)}" class="{fam_of[c]}"><th>{e(c)}</th><td class="k-{kind}">{e(r["outcome"])}</td>'
-                        f"<td>{na}{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>")
+            rows.append(
+                f'<tr id="{layout.anchor(sid, c)}" class="{fam_of[c]}"><th>{e(c)}</th><td class="k-{kind}">{e(r["outcome"])}</td>'
+                f"<td>{na}{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>"
+            )
         parts.append(
             f'<section id="{layout.anchor(sid)}"><h3>{e(sid)}: {e(sc["title"])}</h3><p>{e(sc["description"])} '
             f"{spec}.</p><p>Outcomes: {outcomes}.</p><p>Setup: <code>{e(json.dumps(sc['setup']))}</code>. "
@@ -251,11 +275,13 @@ def render(report: dict[str, Any], extra_sections: Sequence[tuple[str, str]] = (
     nav = ['<a href="#summary">summary</a>']
     nav += [f'<a href="#g-{e(g)}">{e(t)}</a>' for g, t in report["groups"].items()]
     nav += ['<a href="#adapters">adapters</a>', '<a href="#pictures">pictures</a>', '<a href="#evidence">evidence</a>']
-    extras = "".join(f'<section class="extra" id="extra-{i}"><h2>{e(title)}</h2>{body}</section>'
-                     for i, (title, body) in enumerate(extra_sections))
+    extras = "".join(
+        f'<section class="extra" id="extra-{i}"><h2>{e(title)}</h2>{body}</section>'
+        for i, (title, body) in enumerate(extra_sections)
+    )
     nav += [f'<a href="#extra-{i}">{e(title)}</a>' for i, (title, _) in enumerate(extra_sections)]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>attnconf behaviour audit</title><style>{STYLE}{family_css(fams)}</style></head><body>"

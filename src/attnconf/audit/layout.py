@@ -63,8 +63,11 @@ def reference_outcome(scenario: dict[str, Any]) -> str | None:
     """The outcome cells are compared with: the spec's, else the most common measured one (None on a tie)."""
     if scenario.get("spec"):
         return str(scenario["spec"])
-    measured = [r["outcome"] for r in scenario["results"].values()
-                if r["outcome"] not in NOT_APPLICABLE + BROKEN and not declared(r)]
+    measured = [
+        r["outcome"]
+        for r in scenario["results"].values()
+        if r["outcome"] not in NOT_APPLICABLE + BROKEN and not declared(r)
+    ]
     return majority(measured)
 
 

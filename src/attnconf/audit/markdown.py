@@ -45,8 +45,9 @@ def _cell(result: dict[str, Any], kind: str, target: str) -> str:
 
 def _wrap(text: str, indent: str = "") -> list[str]:
     """A paragraph as lines of at most `WIDTH`, each starting with `indent` (a longer word stays whole)."""
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent, break_long_words=False,
-                         break_on_hyphens=False)
+    return textwrap.wrap(
+        text, WIDTH, initial_indent=indent, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def family_anchor(family: str, taken: set[str]) -> str:
@@ -62,16 +63,25 @@ def family_anchor(family: str, taken: set[str]) -> str:
 def _header(report: dict[str, Any], fams: dict[str, list[str]], anchors: dict[str, str]) -> list[str]:
     env = report["environment"]
     lines = ["# attnconf behaviour audit", ""]
-    lines += _wrap(f"attnconf {md(report['attnconf'])}; Python {md(env['python'])} on {md(env['platform'])}; "
-                   f"device {md(env['device'])}. Every outcome below was observed in this run "
-                   f"({md(report['run']['started'])}, {report['run']['duration_s']:.1f} s).")
+    lines += _wrap(
+        f"attnconf {md(report['attnconf'])}; Python {md(env['python'])} on {md(env['platform'])}; "
+        f"device {md(env['device'])}. Every outcome below was observed in this run "
+        f"({md(report['run']['started'])}, {report['run']['duration_s']:.1f} s)."
+    )
     lines += [""] + _wrap(
         "**Bold**: departs from the spec's outcome (or, where the spec defines none, from the most common one); "
         "_italic_: not applicable (_n/a_: the adapter declares it cannot do this; the capability is in the "
         "cell's tooltip, the declared reason in its evidence); (!): the call crashed or broke the contract. Each cell "
         "links to its evidence; the full numbers are in audit.json. One section per framework family (the "
-        "adapters' `framework`), each with its adapters as columns.")
-    lines += ["", "## Summary", "", "| family | adapters | departures | crashed / invalid | n/a |", "|---|---|---|---|---|"]
+        "adapters' `framework`), each with its adapters as columns."
+    )
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "| family | adapters | departures | crashed / invalid | n/a |",
+        "|---|---|---|---|---|",
+    ]
     for fam, names in fams.items():
         k = layout.family_counts(report, names)
         lines.append(f"| [{md(fam)}](#{anchors[fam]}) | {len(names)} | {k['diff']} | {k['broken']} | {k['na']} |")
@@ -81,18 +91,27 @@ def _header(report: dict[str, Any], fams: dict[str, list[str]], anchors: dict[st
     for name in listed:
         a = report["adapters"][name]
         status = a["status"] if a["status"] == "ok" else f"{a['status']}: {a['reason']}"
-        lines.append(f"| {md(a['framework'])} | {md(layout.short_label(name))} | {md(name)} | "
-                     f"{md(layout.versions_text(a['versions']))} | {md(status)} |")
+        lines.append(
+            f"| {md(a['framework'])} | {md(layout.short_label(name))} | {md(name)} | "
+            f"{md(layout.versions_text(a['versions']))} | {md(status)} |"
+        )
     return lines
 
 
 def _family_tables(report: dict[str, Any], family: str, names: list[str], anchor: str) -> list[str]:
     k = layout.family_counts(report, names)
-    lines = ["", f'## <a id="{anchor}"></a>{md(family)}', "",
-             f"{len(names)} adapters; {k['diff']} departures, {k['broken']} crashed or invalid, {k['na']} n/a."]
+    lines = [
+        "",
+        f'## <a id="{anchor}"></a>{md(family)}',
+        "",
+        f"{len(names)} adapters; {k['diff']} departures, {k['broken']} crashed or invalid, {k['na']} n/a.",
+    ]
     for cols in layout.chunks(names, MOST_COLUMNS):
-        lines += ["", "| scenario | spec | " + " | ".join(md(layout.short_label(c)) for c in cols) + " |",
-                  "|---|---|" + "---|" * len(cols)]
+        lines += [
+            "",
+            "| scenario | spec | " + " | ".join(md(layout.short_label(c)) for c in cols) + " |",
+            "|---|---|" + "---|" * len(cols),
+        ]
         for sid, sc in _by_group(report):
             ref = layout.reference_outcome(sc)
             cells = []
@@ -107,8 +126,10 @@ def _family_tables(report: dict[str, Any], family: str, names: list[str], anchor
 def _by_group(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The scenarios, group by group (the groups' order), then any in no listed group."""
     order = list(report["groups"])
-    return sorted(report["scenarios"].items(),
-                  key=lambda kv: order.index(kv[1]["group"]) if kv[1]["group"] in order else len(order))
+    return sorted(
+        report["scenarios"].items(),
+        key=lambda kv: order.index(kv[1]["group"]) if kv[1]["group"] in order else len(order),
+    )
 
 
 def _evidence(report: dict[str, Any], cols: list[str]) -> list[str]:
@@ -117,13 +138,16 @@ def _evidence(report: dict[str, Any], cols: list[str]) -> list[str]:
         firsts.setdefault(sc["group"], sid)
     heads = {sid: report["groups"].get(gid, gid) for gid, sid in firsts.items()}
     lines = ["", "## Evidence", ""]
-    lines += _wrap("Adapters with the same outcome and measurement share an item; every number is in audit.json under "
-                   "`scenarios.<id>.results.<adapter>.evidence`. Outcomes any scenario can have: "
-                   + "; ".join(f"{md(k)}: {md(v)}" for k, v in COMMON_OUTCOMES.items()) + ".")
+    lines += _wrap(
+        "Adapters with the same outcome and measurement share an item; every number is in audit.json under "
+        "`scenarios.<id>.results.<adapter>.evidence`. Outcomes any scenario can have: "
+        + "; ".join(f"{md(k)}: {md(v)}" for k, v in COMMON_OUTCOMES.items())
+        + "."
+    )
     for sid, sc in _by_group(report):
         if sid in heads:
             lines += ["", f"## Evidence: {md(heads[sid])}"]
-        lines += ["", f"### <a id=\"{layout.anchor(sid)}\"></a>{md(sid)}: {md(sc['title'])}", ""]
+        lines += ["", f'### <a id="{layout.anchor(sid)}"></a>{md(sid)}: {md(sc["title"])}', ""]
         lines += _wrap(md(sc["description"])) + [""]
         spec = f"Spec: {md(sc['spec'])}" if sc["spec"] else "Spec: defines no outcome"
         if sc["spec_note"]:
