@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import audit_faulty
+import audit_synthetic
 import numpy as np
 import pytest
 from waiting import hang_marker, wait_until
@@ -169,7 +171,7 @@ def test_declared_unsupported_cells_are_not_applicable(declared_report: dict[str
     assert layout.cell_kind(r["outcome"], weights, layout.reference_outcome(weights)) == "diff"  # without it: bold
     write_reports(declared_report, tmp_path)
     md = (tmp_path / "audit.md").read_text()
-    cell = f'[_n/a_](#{anchor("returned_weights", name)} "not applicable, declared: capabilities.returns\\_weights'
+    cell = f'[_n/a_](#{anchor("returned_weights", name)} "returns\\_weights=False")'  # the capability, in the tooltip
     assert cell in md
     assert f'[**none**](#{anchor("returned_weights", name)})' not in md  # not bold: not a departure
     assert "_n/a_, declared unsupported: capabilities.returns\\_weights=False" in md  # the evidence says why
@@ -305,7 +307,7 @@ def test_reports_are_deterministic_and_measurements_cross_as_json(report: dict[s
 def test_markdown_tables_link_every_cell(report: dict[str, Any], written: Path) -> None:
     text = (written / "audit.md").read_text()
     for title in report["groups"].values():
-        assert f"## {title}" in text
+        assert f"## Evidence: {title}" in text
     assert "**nan**" in text  # a departure is highlighted
     for sid, sc in report["scenarios"].items():
         for name in sc["results"]:
@@ -431,3 +433,140 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+# -- the reports at thirty adapters and more: one section / filter entry per framework family -----------------
+
+CELL_MD = re.compile(r'^\[(?P<label>.*?)\]\(#(?P<anchor>e-[0-9a-f]{8})(?: "(?P<tip>[^"]*)")?\)$')
+PIPE = re.compile(r"(?<!\\)\|")
+
+
+def synthetic_families(big: dict[str, Any]) -> dict[str, list[str]]:
+    fams: dict[str, list[str]] = {}
+    for name, a in big["adapters"].items():
+        fams.setdefault(a["framework"], []).append(name)
+    return fams
+
+
+def departs_from_spec(r: dict[str, Any], sc: dict[str, Any]) -> bool | None:
+    """Whether a cell must be highlighted, worked out here from the spec alone (None: no spec, or not judged)."""
+    if not sc["spec"] or r["evidence"].get("declared_unsupported"):
+        return None
+    if r["outcome"] in ("unsupported", "not_run", "crashed", "invalid", "audit_error"):
+        return None
+    return r["outcome"] != sc["spec"]
+
+
+@pytest.fixture(scope="module")
+def big(report: dict[str, Any]) -> dict[str, Any]:
+    doc = audit_synthetic.build(report)
+    schema.validate(doc, schema.AUDIT_SCHEMA)
+    assert len(doc["adapters"]) >= 30 and len(synthetic_families(doc)) == len(audit_synthetic.FAMILIES)
+    return doc
+
+
+def test_markdown_at_scale_has_a_section_per_family_with_the_measured_cells(big: dict[str, Any]) -> None:
+    from attnconf.audit import markdown
+    from attnconf.audit.layout import short_label
+
+    text = markdown.render(big)
+    lines = text.splitlines()
+    fams = synthetic_families(big)
+    by_label = {markdown.md(short_label(n)): n for n in big["adapters"]}
+    assert len(by_label) == len(big["adapters"]), "the synthetic adapters need distinct labels"
+    scenario_of = {anchor(sid): sid for sid in big["scenarios"]}
+    sections = [i for i, line in enumerate(lines) if line.startswith("## ")] + [len(lines)]
+    seen: dict[str, int] = {}
+    counted: dict[str, dict[str, int]] = {}
+    anchors: dict[str, str] = {}
+    for start, end in zip(sections, sections[1:], strict=False):
+        head = re.fullmatch(r'## <a id="(fam-[a-z0-9-]+)"></a>(.*)', lines[start])
+        if head is None:
+            continue
+        family = next(f for f in fams if markdown.md(f) == head.group(2))
+        assert family not in anchors, f"two sections for {family}"
+        anchors[family] = head.group(1)
+        counts = counted[family] = {"diff": 0, "broken": 0, "na": 0}
+        cols: list[str] = []
+        for line in lines[start:end]:
+            if line.startswith("| scenario | spec | "):
+                cols = [by_label[c.strip()] for c in PIPE.split(line)[3:-1]]
+                assert len(cols) <= markdown.MOST_COLUMNS
+                for c in cols:
+                    assert big["adapters"][c]["framework"] == family, (c, family)
+                    seen[c] = seen.get(c, 0) + 1
+            elif line.startswith("| [") and cols:
+                cells = [c.strip() for c in PIPE.split(line)[1:-1]]
+                sid = scenario_of[re.search(r"\(#(s-[a-z0-9-]+)\)", cells[0]).group(1)]  # type: ignore[union-attr]
+                sc = big["scenarios"][sid]
+                assert len(cells) == 2 + len(cols), line
+                for name, cell in zip(cols, cells[2:], strict=True):
+                    r = sc["results"][name]
+                    m = CELL_MD.match(cell)
+                    assert m is not None and m.group("anchor") == anchor(sid, name), (sid, name, cell)
+                    label = m.group("label")
+                    if r["evidence"].get("declared_unsupported"):
+                        assert label == "_n/a_" and m.group("tip") == "returns\\_weights=False", cell
+                    else:
+                        bare = label.removesuffix(" (!)").strip("*_")
+                        assert bare == markdown.md(r["outcome"]), (sid, name, cell)  # the measured outcome
+                    if departs_from_spec(r, sc) is not None:
+                        assert label.startswith("**") == departs_from_spec(r, sc), (sid, name, cell)
+                    shown = ("broken" if label.endswith("(!)") else "diff" if label.startswith("**")
+                             else "na" if label.startswith("_") else None)
+                    if shown:
+                        counts[shown] += 1
+    assert set(anchors) == set(fams) and len(set(anchors.values())) == len(fams)  # tf_keras and tf-keras both
+    assert seen == dict.fromkeys(big["adapters"], 1)  # every adapter in exactly one column
+    summary = lines[lines.index("## Summary") + 4: lines.index("## Summary") + 4 + len(fams)]
+    for family, row in zip(fams, summary, strict=True):
+        k = counted[family]
+        expected = f"| [{markdown.md(family)}](#{anchors[family]}) | {len(fams[family])} | {k['diff']} | {k['broken']} | {k['na']} |"
+        assert row == expected
+    assert sum(k["diff"] for k in counted.values()) > 0 and sum(k["broken"] for k in counted.values()) > 0
+    widths = sorted(len(line) for line in lines)
+    assert widths[-1] <= 300 and sum(w > 200 for w in widths) <= len(widths) // 100, widths[-5:]
+    assert "<b>" not in text  # the family "<b>haiku</b>" is escaped
+
+
+def test_html_at_scale_has_adapter_rows_by_family_and_a_filter_for_every_family(big: dict[str, Any]) -> None:
+    import html as html_lib
+
+    from attnconf.audit import html
+
+    page = html.render(big)
+    fams = synthetic_families(big)
+    boxes = re.findall(r'<label><input type="checkbox" id="show-fam-(\d+)" checked> (.*?) \((\d+)\)</label>', page)
+    index = {html_lib.unescape(f): i for i, f, _ in boxes}
+    assert set(index) == set(fams) and len(boxes) == len(fams)
+    assert all(int(n) == len(fams[html_lib.unescape(f)]) for _, f, n in boxes)
+    style = page[page.index("<style>"): page.index("</style>")]
+    for i in index.values():
+        assert f"body:has(#show-fam-{i}:not(:checked)) .fam-{i} {{ display: none; }}" in style
+    assert "<script" not in page.lower() and "default-src 'none'" in page
+    groups = re.findall(r'<section id="g-([a-z]+)"><h2>.*?</h2>(.*?)</section>', page)
+    assert [g for g, _ in groups] == [g for g in big["groups"] if any(s["group"] == g for s in big["scenarios"].values())]
+    for gid, body in groups:
+        ids = [sid for sid, sc in big["scenarios"].items() if sc["group"] == gid]
+        heads = re.findall(r'<th title="[^"]*"><a href="#(s-[a-z0-9-]+)">', body)
+        assert heads == [anchor(sid) for sid in ids]  # the group's scenarios are the columns
+        for i in index.values():
+            assert f'<tr class="family fam-{i}">' in body
+        rows = re.findall(r'<tr class="fam-(\d+)"><th class="adapter" title="([^"]*)">[^<]*</th>(.*?)</tr>', body)
+        names = [html_lib.unescape(n) for _, n, _ in rows]
+        assert sorted(names) == sorted(big["adapters"])  # every adapter in exactly one row
+        for fam_index, name, cells_html in rows:
+            name = html_lib.unescape(name)
+            assert fam_index == index[big["adapters"][name]["framework"]]
+            cells = re.findall(r'<td class="k-(\w+)" title="[^"]*"><a href="#(e-[0-9a-f]{8})">([^<]*)</a></td>',
+                               cells_html)
+            assert len(cells) == len(ids), (gid, name)
+            for sid, (kind, target, label) in zip(ids, cells, strict=True):
+                r = big["scenarios"][sid]["results"][name]
+                assert target == anchor(sid, name)
+                declared = r["evidence"].get("declared_unsupported")
+                assert html_lib.unescape(label) == ("n/a" if declared else r["outcome"]), (sid, name)
+                if declared:
+                    assert kind == "na"
+                elif departs_from_spec(r, big["scenarios"][sid]) is not None:
+                    assert (kind == "diff") == departs_from_spec(r, big["scenarios"][sid]), (sid, name, kind)

@@ -11,11 +11,13 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import audit_synthetic
 import pytest
 
 from attnconf.adapters import registry
-from attnconf.audit import layout
+from attnconf.audit import html, layout
 from attnconf.audit.runner import run_audit
 from attnconf.audit.scenarios import CATALOG
 
@@ -62,12 +64,17 @@ def chromium(page: Path, profile: Path) -> tuple[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def audited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("browser")
     chosen = [registry.load(f"audit_faulty:{n}") for n in ("NanBottomRight", "Evil")] + registry.select(["numpy"])[0]
-    run_audit(chosen, out, isolation="none", jobs=1,
-              extra_sections=[("<script>alert(6)</script>", "<p>an extra section</p>")])
-    return out / "audit.html"
+    report = run_audit(chosen, out, isolation="none", jobs=1,
+                       extra_sections=[("<script>alert(6)</script>", "<p>an extra section</p>")])
+    return out / "audit.html", report
+
+
+@pytest.fixture(scope="module")
+def page(audited: tuple[Path, dict[str, Any]]) -> Path:
+    return audited[0]
 
 
 def test_the_console_check_can_fail(tmp_path: Path) -> None:
@@ -90,8 +97,8 @@ def test_report_renders_without_requests_or_scripts(page: Path, tmp_path: Path) 
     dom, console = chromium(page, tmp_path / "profile")
     assert console == []
     assert "<script" not in dom.lower()
-    # the adapters, one table per scenario group, one evidence table per scenario: none lost in the browser
-    assert dom.count("<table") == 1 + len({sc.group for sc in CATALOG}) + len(CATALOG)
+    # the family summary, one table per scenario group, the adapters, one evidence table per scenario: none lost
+    assert dom.count("<table") == 2 + len({sc.group for sc in CATALOG}) + len(CATALOG)
     assert dom.count("<img") >= 3
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert "an extra section" in dom
@@ -114,4 +121,56 @@ def test_tables_show_and_images_decode(page: Path, tmp_path: Path) -> None:
     assert result["tables"] >= 8 and result["visible_tables"] == result["tables"], result
     assert result["scripts"] == 1, result  # only the probe: no adapter text became a script
     assert result["violations"] == [] and result["errors"] == [], result
+    assert console == []
+
+
+FILTER_PROBE = """<script nonce="NONCE">
+window.addEventListener("load", () => {
+  const shown = () => [...document.querySelectorAll(".grid tbody tr")].filter(r => r.getBoundingClientRect().height > 0)
+    .map(r => r.className);
+  const count = (rows, cls) => rows.filter(c => c.split(" ").includes(cls)).length;
+  const before = shown();
+  document.getElementById("show-fam-0").checked = false;
+  const filtered = shown();
+  document.getElementById("filter").reset();
+  const reset = shown();
+  const wrap = document.querySelector(".grid-wrap"), corner = wrap.querySelector("thead th");
+  wrap.scrollTop = 200;
+  const out = {
+    before: before.length, filtered: filtered.length, reset: reset.length,
+    fam0_before: count(before, "fam-0"), fam0_filtered: count(filtered, "fam-0"), fam1_filtered: count(filtered, "fam-1"),
+    fam1_before: count(before, "fam-1"), scrolled: wrap.scrollTop,
+    header_offset: Math.round(corner.getBoundingClientRect().top - wrap.getBoundingClientRect().top - wrap.clientTop),
+  };
+  const pre = document.createElement("pre");
+  pre.id = "attnconf-browser-result";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>""".replace("NONCE", PROBE_NONCE)
+
+
+def test_family_filter_hides_a_family_in_a_32_adapter_report(audited: tuple[Path, dict[str, Any]],
+                                                             tmp_path: Path) -> None:
+    """Clearing the first family's checkbox hides its rows (and only its rows) in every group table, the form's
+    reset shows them again, and the header row stays at the top of its table while the table scrolls."""
+    big = audit_synthetic.build(audited[1])
+    text = html.render(big)
+    probed = text.replace("default-src 'none';", f"default-src 'none'; script-src 'nonce-{PROBE_NONCE}';", 1)
+    probed = probed.replace("</title>", "</title>" + FILTER_PROBE, 1)
+    page = tmp_path / "big.html"
+    page.write_text(probed)
+    dom, console = chromium(page, tmp_path / "profile")
+    found = re.search(r'<pre id="attnconf-browser-result">(.*?)</pre>', dom, re.S)
+    assert found is not None, "the probe script did not report (the page did not load?)"
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    groups = len({sc["group"] for sc in big["scenarios"].values()})
+    first = big["adapters"][next(iter(big["adapters"]))]["framework"]
+    in_first = sum(a["framework"] == first for a in big["adapters"].values())
+    rows = (len(big["adapters"]) + len(audit_synthetic.FAMILIES)) * groups  # adapter rows and family rows
+    assert result["before"] == result["reset"] == rows, result
+    assert result["fam0_before"] == (in_first + 1) * groups and result["fam0_filtered"] == 0, result
+    assert result["filtered"] == rows - result["fam0_before"], result
+    assert result["fam1_filtered"] == result["fam1_before"] > 0, result
+    assert result["scrolled"] > 0 and result["header_offset"] == 0, result  # sticky header
     assert console == []

@@ -1,4 +1,10 @@
-"""audit.html: the Markdown report's tables plus heatmaps, in one self-contained file.
+"""audit.html: the Markdown report's outcomes plus heatmaps, in one self-contained file.
+
+One table per scenario group, adapters as rows (grouped under their framework family, the adapters'
+``framework`` trait in the report) and the group's scenarios as columns, so thirty adapters or more
+stay a table that scrolls down rather than across; its header row and adapter column stay put while
+it scrolls. A family filter (one checkbox per family, "all" resets them) hides a family's rows in
+every table: plain CSS (``:has()``), no script.
 
 Nothing is fetched: images are inline PNG data URIs, styles inline, no script at all, and a
 Content-Security-Policy of ``default-src 'none'`` makes the browser refuse anything else. Every text
@@ -35,6 +41,16 @@ figure { display: inline-block; margin: 0.4em; vertical-align: top; max-width: 1
 figcaption { font-size: 12px; } img { max-width: 100%; height: auto; }
 .legend span { padding: 1px 6px; margin-right: 0.5em; border: 1px solid #ccc; }
 nav a { margin-right: 1em; }
+.grid-wrap { overflow: auto; max-height: 85vh; border: 1px solid #ccc; }
+.grid { margin: 0; }
+.grid thead th { z-index: 2; font-weight: normal; min-width: 5em; }
+.grid thead th a { font-weight: bold; }
+.grid th.adapter { position: sticky; left: 0; background: #fff; z-index: 1; white-space: nowrap; }
+.grid thead th.adapter { background: #f3f3f3; z-index: 3; }
+.grid tr.family th { background: #e8e8e8; text-align: left; }
+.grid tr.family th span { position: sticky; left: 6px; }
+form.filter { position: sticky; top: 0; z-index: 5; background: #fff; padding: 4px 0; border-bottom: 1px solid #ccc; }
+form.filter label { margin-right: 0.9em; white-space: nowrap; }
 """
 
 
@@ -51,13 +67,31 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
 
 
-def _header(report: dict[str, Any]) -> str:
+def _family_ids(fams: dict[str, list[str]]) -> dict[str, str]:
+    """Each adapter's family class, ``fam-<index>``: made of safe characters whatever the family is called."""
+    return {name: f"fam-{i}" for i, names in enumerate(fams.values()) for name in names}
+
+
+def family_css(fams: dict[str, list[str]]) -> str:
+    """The filter's rules: the rows of a family whose checkbox is cleared are hidden (no script)."""
+    return "".join(f"body:has(#show-fam-{i}:not(:checked)) .fam-{i} {{ display: none; }}\n" for i in range(len(fams)))
+
+
+def _filter(fams: dict[str, list[str]]) -> str:
+    boxes = "".join(
+        f'<label><input type="checkbox" id="show-fam-{i}" checked> {e(fam)} ({len(names)})</label>'
+        for i, (fam, names) in enumerate(fams.items())
+    )
+    return f'<form class="filter" id="filter">Show families: {boxes}<button type="reset">all</button></form>'
+
+
+def _header(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
     env, run = report["environment"], report["run"]
-    rows = "".join(
-        f"<tr><td>{e(layout.short_label(n))}</td><td>{e(n)}</td><td>{e(a['framework'])}</td><td>{e(a['api'])}</td>"
-        f"<td>{e(layout.versions_text(a['versions']))}</td><td class=\"{_STATUS_CLASS.get(a['status'], 'k-broken')}\">"
-        f"{e(a['status'])}</td><td>{e(a['reason'] or '')}</td></tr>"
-        for n, a in report["adapters"].items()
+    summary = "".join(
+        f'<tr class="fam-{i}"><th>{e(fam)}</th><td>{len(names)}</td><td class="{"k-diff" if k["diff"] else ""}">'
+        f'{k["diff"]}</td><td class="{"k-broken" if k["broken"] else ""}">{k["broken"]}</td><td>{k["na"]}</td></tr>'
+        for i, (fam, names) in enumerate(fams.items())
+        for k in [layout.family_counts(report, names)]
     )
     return (
         f"<h1>attnconf behaviour audit</h1><p>attnconf {e(report['attnconf'])}; Python {e(env['python'])} on "
@@ -67,37 +101,75 @@ def _header(report: dict[str, Any]) -> str:
         '<span style="background:#eef2fb">the common outcome (no spec)</span>'
         '<span style="background:#fdd9b5"><b>departs</b></span><span style="color:#888"><i>not applicable (n/a: declared unsupported, reason in the tooltip)</i></span>'
         '<span style="background:#f6c6c6"><b>crashed / invalid</b></span> Each cell links to its evidence.</p>'
-        '<section id="adapters"><h2>Adapters</h2><table><thead><tr><th>column</th><th>adapter</th><th>framework</th>'
-        f"<th>api</th><th>versions</th><th>status</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></section>"
+        '<section id="summary"><h2>Summary by framework family</h2><table><thead><tr><th>family</th><th>adapters</th>'
+        "<th>departures</th><th>crashed / invalid</th><th>n/a</th></tr></thead>"
+        f"<tbody>{summary}</tbody></table></section>"
     )
 
 
-def _tables(report: dict[str, Any], cols: list[str]) -> str:
+def _adapters(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
+    fam_of = _family_ids(fams)
+    listed = [n for names in fams.values() for n in names] + [n for n in report["adapters"] if n not in fam_of]
+    rows = []
+    for n in listed:
+        a = report["adapters"][n]
+        k = layout.family_counts(report, [n])
+        rows.append(
+            f'<tr class="{fam_of.get(n, "")}"><td>{e(a["framework"])}</td><td>{e(layout.short_label(n))}</td>'
+            f"<td>{e(n)}</td><td>{e(a['api'])}</td><td>{e(layout.versions_text(a['versions']))}</td>"
+            f'<td class="{_STATUS_CLASS.get(a["status"], "k-broken")}">{e(a["status"])}</td><td>{k["diff"]}</td>'
+            f"<td>{k['broken']}</td><td>{e(a['reason'] or '')}</td></tr>"
+        )
+    return (
+        '<section id="adapters"><h2>Adapters</h2><table><thead><tr><th>family</th><th>row</th><th>adapter</th>'
+        "<th>api</th><th>versions</th><th>status</th><th>departures</th><th>crashed / invalid</th><th>reason</th>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _breakable(sid: str) -> str:
+    """A scenario id, escaped, that may wrap after its dots and underscores (narrow columns)."""
+    return e(sid).replace(".", ".<wbr>").replace("_", "_<wbr>")
+
+
+def _tables(report: dict[str, Any], fams: dict[str, list[str]]) -> str:
     parts = []
-    head = "".join(f"<th title=\"{e(c)}\">{e(layout.short_label(c))}</th>" for c in cols)
     for gid, title in report["groups"].items():
         ids = [sid for sid, sc in report["scenarios"].items() if sc["group"] == gid]
         if not ids:
             continue
+        refs = {sid: layout.reference_outcome(report["scenarios"][sid]) for sid in ids}
+        head = "".join(
+            f'<th title="{e(report["scenarios"][sid]["title"])}"><a href="#{layout.anchor(sid)}">{_breakable(sid)}</a>'
+            f"<br><small>spec: {e(report['scenarios'][sid]['spec'] or '-')}</small></th>"
+            for sid in ids
+        )
         rows = []
-        for sid in ids:
-            sc = report["scenarios"][sid]
-            ref = layout.reference_outcome(sc)
-            cells = []
-            for c in cols:
-                r = sc["results"].get(c)
-                if r is None:
-                    cells.append("<td></td>")
-                    continue
-                kind = layout.result_kind(r, sc, ref)
-                title, label = (layout.na_title(r), "n/a") if layout.declared(r) else (r["detail"], r["outcome"])
-                cells.append(f'<td class="k-{kind}" title="{e(title)}"><a href="#{layout.anchor(sid, c)}">'
-                             f"{e(label)}</a></td>")
-            rows.append(f'<tr><th><a href="#{layout.anchor(sid)}">{e(sid)}</a></th><td>{e(sc["spec"] or "-")}</td>'
-                        + "".join(cells) + "</tr>")
-        parts.append(f'<section id="g-{e(gid)}"><h2>{e(title)}</h2><div class="wide"><table><thead><tr>'
-                     f"<th>scenario</th><th>spec</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-                     "</div></section>")
+        for i, (fam, names) in enumerate(fams.items()):
+            rows.append(f'<tr class="family fam-{i}"><th colspan="{len(ids) + 1}"><span>{e(fam)}</span></th></tr>')
+            for c in names:
+                cells = []
+                for sid in ids:
+                    sc = report["scenarios"][sid]
+                    r = sc["results"].get(c)
+                    if r is None:
+                        cells.append("<td></td>")
+                        continue
+                    kind = layout.result_kind(r, sc, refs[sid])
+                    tip, label = (layout.na_title(r), "n/a") if layout.declared(r) else (r["detail"], r["outcome"])
+                    cells.append(
+                        f'<td class="k-{kind}" title="{e(tip)}"><a href="#{layout.anchor(sid, c)}">{e(label)}</a></td>'
+                    )
+                rows.append(
+                    f'<tr class="fam-{i}"><th class="adapter" title="{e(c)}">{e(layout.short_label(c))}</th>'
+                    + "".join(cells)
+                    + "</tr>"
+                )
+        parts.append(
+            f'<section id="g-{e(gid)}"><h2>{e(title)}</h2><div class="grid-wrap"><table class="grid"><thead>'
+            f'<tr><th class="adapter">adapter \\ scenario</th>{head}</tr></thead><tbody>{"".join(rows)}'
+            "</tbody></table></div></section>"
+        )
     return "".join(parts)
 
 
@@ -120,9 +192,9 @@ def _scenario_panels(report: dict[str, Any], sid: str, cols: list[str]) -> list[
     return panels
 
 
-def _pictures(report: dict[str, Any], cols: list[str]) -> str:
+def _pictures(report: dict[str, Any], cols: list[str], fam_of: dict[str, str]) -> str:
     if not plots.available():
-        return "<section id=\"pictures\"><h2>Pictures</h2><p>matplotlib is not installed: no pictures.</p></section>"
+        return '<section id="pictures"><h2>Pictures</h2><p>matplotlib is not installed: no pictures.</p></section>'
     from attnconf.audit.measure.common import base
 
     ex = report["example"]
@@ -131,30 +203,41 @@ def _pictures(report: dict[str, Any], cols: list[str]) -> str:
     rows = []
     for c in cols:
         a = ex["adapters"].get(c) or {"error": "no example (the adapter did not finish)"}
-        rows.append((layout.short_label(c), _matrix(a.get("weights")), _matrix(a.get("abs_error")),
-                     str(a.get("error", ""))))
-    errors = "".join(f"<li>{e(c)}: max |adapter - reference| = {e(a.get('max_abs_error', a.get('error', '')))}</li>"
-                     for c in cols for a in [ex["adapters"].get(c) or {}])
-    parts = [f"<section id=\"pictures\"><h2>Pictures</h2><h3>A fixed example</h3><p>{e(ex['description'])}</p>",
-             f"<figure>{_img(plots.examples(ref, rows), 'attention weights of each adapter beside the reference')}"
-             f"</figure><ul>{errors}</ul>"]
+        rows.append(
+            (layout.short_label(c), _matrix(a.get("weights")), _matrix(a.get("abs_error")), str(a.get("error", "")))
+        )
+    errors = "".join(
+        f'<li class="{fam_of[c]}">{e(c)}: max |adapter - reference| = '
+        f"{e(a.get('max_abs_error', a.get('error', '')))}</li>"
+        for c in cols
+        for a in [ex["adapters"].get(c) or {}]
+    )
+    parts = [
+        f'<section id="pictures"><h2>Pictures</h2><h3>A fixed example</h3><p>{e(ex["description"])}</p>',
+        f"<figure>{_img(plots.examples(ref, rows), 'attention weights of each adapter beside the reference')}"
+        f"</figure><ul>{errors}</ul>",
+    ]
     masked = _scenario_panels(report, "fully_masked_row", cols)
     if masked:
         png = plots.grid(masked, row=1)
-        parts.append("<h3>Fully masked row (float32)</h3><p>Batch element 0, head 0; query row 1 (outlined) sees "
-                     f"no key. NaN in magenta.</p><figure>{_img(png, 'fully masked row heatmaps')}</figure>")
+        parts.append(
+            "<h3>Fully masked row (float32)</h3><p>Batch element 0, head 0; query row 1 (outlined) sees "
+            f"no key. NaN in magenta.</p><figure>{_img(png, 'fully masked row heatmaps')}</figure>"
+        )
     causal = _scenario_panels(report, "causal_alignment", cols)
     if causal:
         p = base().with_inputs("causal", causal=True)
         refs = [(f"spec: {a}", p.reference(alignment=a)[0, 0], "") for a in ("top_left", "bottom_right")]
         png = plots.grid(refs + causal)
-        parts.append("<h3>Causal with T &lt; S</h3><p>Batch element 0, head 0; the first two panels are the spec's "
-                     f"two alignments.</p><figure>{_img(png, 'causal alignment heatmaps')}</figure>")
+        parts.append(
+            "<h3>Causal with T &lt; S</h3><p>Batch element 0, head 0; the first two panels are the spec's "
+            f"two alignments.</p><figure>{_img(png, 'causal alignment heatmaps')}</figure>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
 
-def _evidence(report: dict[str, Any], cols: list[str]) -> str:
+def _evidence(report: dict[str, Any], cols: list[str], fam_of: dict[str, str]) -> str:
     parts = ['<section id="evidence"><h2>Evidence</h2>']
     for sid, sc in report["scenarios"].items():
         ref = layout.reference_outcome(sc)
@@ -171,8 +254,10 @@ def _evidence(report: dict[str, Any], cols: list[str]) -> str:
             numbers = e(json.dumps(r["evidence"], indent=1, ensure_ascii=False))
             why = layout.declared(r)
             na = f"<i>n/a</i>, declared unsupported: {e(why)}. Measured: " if why else ""
-            rows.append(f'<tr id="{layout.anchor(sid, c)}"><th>{e(c)}</th><td class="k-{kind}">{e(r["outcome"])}</td>'
-                        f"<td>{na}{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>")
+            rows.append(
+                f'<tr id="{layout.anchor(sid, c)}" class="{fam_of[c]}"><th>{e(c)}</th><td class="k-{kind}">{e(r["outcome"])}</td>'
+                f"<td>{na}{e(r['detail'])}<details><summary>numbers</summary><pre>{numbers}</pre></details></td></tr>"
+            )
         parts.append(
             f'<section id="{layout.anchor(sid)}"><h3>{e(sid)}: {e(sc["title"])}</h3><p>{e(sc["description"])} '
             f"{spec}.</p><p>Outcomes: {outcomes}.</p><p>Setup: <code>{e(json.dumps(sc['setup']))}</code>. "
@@ -184,18 +269,22 @@ def _evidence(report: dict[str, Any], cols: list[str]) -> str:
 
 def render(report: dict[str, Any], extra_sections: Sequence[tuple[str, str]] = ()) -> str:
     """audit.html for an ``attnconf.audit/1`` report, with the caller's `extra_sections` appended."""
-    cols = layout.columns(report)
-    nav = ['<a href="#adapters">adapters</a>']
+    fams = layout.families(report)
+    cols = [n for names in fams.values() for n in names]
+    fam_of = _family_ids(fams)
+    nav = ['<a href="#summary">summary</a>']
     nav += [f'<a href="#g-{e(g)}">{e(t)}</a>' for g, t in report["groups"].items()]
-    nav += ['<a href="#pictures">pictures</a>', '<a href="#evidence">evidence</a>']
-    extras = "".join(f'<section class="extra" id="extra-{i}"><h2>{e(title)}</h2>{body}</section>'
-                     for i, (title, body) in enumerate(extra_sections))
+    nav += ['<a href="#adapters">adapters</a>', '<a href="#pictures">pictures</a>', '<a href="#evidence">evidence</a>']
+    extras = "".join(
+        f'<section class="extra" id="extra-{i}"><h2>{e(title)}</h2>{body}</section>'
+        for i, (title, body) in enumerate(extra_sections)
+    )
     nav += [f'<a href="#extra-{i}">{e(title)}</a>' for i, (title, _) in enumerate(extra_sections)]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>attnconf behaviour audit</title><style>{STYLE}</style></head><body>"
-        f"{_header(report)}<nav>{''.join(nav)}</nav>{_tables(report, cols)}{_pictures(report, cols)}"
-        f"{extras}{_evidence(report, cols)}</body></html>\n"
+        f"<title>attnconf behaviour audit</title><style>{STYLE}{family_css(fams)}</style></head><body>"
+        f"{_header(report, fams)}{_filter(fams)}<nav>{''.join(nav)}</nav>{_tables(report, fams)}"
+        f"{_adapters(report, fams)}{_pictures(report, cols, fam_of)}{extras}{_evidence(report, cols, fam_of)}</body></html>\n"
     )

@@ -63,8 +63,11 @@ def reference_outcome(scenario: dict[str, Any]) -> str | None:
     """The outcome cells are compared with: the spec's, else the most common measured one (None on a tie)."""
     if scenario.get("spec"):
         return str(scenario["spec"])
-    measured = [r["outcome"] for r in scenario["results"].values()
-                if r["outcome"] not in NOT_APPLICABLE + BROKEN and not declared(r)]
+    measured = [
+        r["outcome"]
+        for r in scenario["results"].values()
+        if r["outcome"] not in NOT_APPLICABLE + BROKEN and not declared(r)
+    ]
     return majority(measured)
 
 
@@ -111,3 +114,46 @@ def compact_evidence(evidence: dict[str, Any], limit: int = 200) -> str:
 
 def versions_text(versions: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in versions.items()) or "-"
+
+
+def families(report: dict[str, Any]) -> dict[str, list[str]]:
+    """The adapters that have results, by framework family (each adapter's ``framework`` trait), in the
+    order the families first appear in the report: ``{"torch": ["torch.nn.MultiheadAttention", ...]}``."""
+    out: dict[str, list[str]] = {}
+    for name in columns(report):
+        out.setdefault(str(report["adapters"][name]["framework"]), []).append(name)
+    return out
+
+
+def family_counts(report: dict[str, Any], names: list[str]) -> dict[str, int]:
+    """How the cells of the adapters `names` are judged, over every scenario: ``{"diff": 3, "broken": 1,
+    "na": 5, "spec": .., "same": ..}`` (the `result_kind` of each cell; kinds never seen are 0)."""
+    counts = dict.fromkeys(("diff", "broken", "na", "spec", "same"), 0)
+    for sc in report["scenarios"].values():
+        ref = reference_outcome(sc)
+        for name in names:
+            r = sc["results"].get(name)
+            if r is not None:
+                counts[result_kind(r, sc, ref)] += 1
+    return counts
+
+
+def declared_head(result: dict[str, Any]) -> str:
+    """The declared reason of a not-applicable cell up to its first ": " (the capability it names), for a
+    short tooltip; the whole reason is in the evidence."""
+    reason = declared(result) or ""
+    return reason.split(": ", 1)[0]
+
+
+def chunks(names: list[str], most: int) -> list[list[str]]:
+    """`names` split into the fewest runs of at most `most`, as even as possible (9 by 5: 5 and 4)."""
+    if not names:
+        return []
+    n = -(-len(names) // most)
+    size, extra = divmod(len(names), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        out.append(names[start:end])
+        start = end
+    return out
