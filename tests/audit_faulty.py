@@ -17,7 +17,16 @@ import numpy as np
 from waiting import mark_hang_started
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference import multi_head_attention_vjp, output_projection, project_heads, scaled_dot_product_attention
+from attnconf.contract import CONVENTIONS
+from attnconf.reference import (
+    alibi_bias,
+    lengths_to_mask,
+    multi_head_attention_vjp,
+    output_projection,
+    project_heads,
+    rotary_embedding,
+    scaled_dot_product_attention,
+)
 
 Array = np.ndarray[Any, Any]
 CAPS = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True, custom_scale=True)
@@ -270,6 +279,155 @@ class WrongShape(Conventions):
         out = super().multi_head_attention(inputs, weights, dtype)
         return AttentionOutputs(np.concatenate([out.output, out.output[:, :1]], axis=1), None)
 
+
+class SpecConventions(Conventions):
+    """The conventions of docs/spec.md section 13, on the reference; the subclasses below change one
+    setting each where the class attributes say (asked layout -> computed layout, positions, decode
+    alignment, window widening, cap placement, ALiBi form, padded query rows)."""
+
+    name = "faulty.spec_conventions"
+    capabilities = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True,
+                                custom_scale=True, conventions=frozenset(CONVENTIONS), kv_cache=True,
+                                rotary_layouts=frozenset({"half", "interleaved"}))
+    rotary_map: dict[str, str] = {}  # asked layout -> the layout computed
+    rotary_ignores_positions = False
+    decode = "bottom_right"  # or "top_left", "unmasked"
+    window_widen = 0  # added to the left bound; None: the window is ignored
+    softcap_order = "after"  # or "before", "ignored"
+    alibi_form = "spec"  # or "symmetric", "sign_flipped", "geometric"
+    padded = "zeros"  # padded query rows: "zeros", "nan", "uniform" or "key_padding_only"
+
+    def rotary_embedding(self, x: Array, positions: Array, dtype: str, *, layout: str, rotary_dim: int | None = None,
+                         theta: float = 10000.0) -> Array:
+        pos = np.asarray(positions)
+        if self.rotary_ignores_positions:
+            pos = np.broadcast_to(np.arange(pos.shape[-1]), pos.shape)
+        return rotary_embedding(x, pos, layout=self.rotary_map.get(layout, layout),  # type: ignore[arg-type]
+                                rotary_dim=rotary_dim, theta=theta, dtype=dtype)
+
+    def decode_step(self, q_new: Array, k_cache: Array, v_cache: Array, k_new: Array, v_new: Array, dtype: str, *,
+                    scale: float | None = None, cache_lengths: Array | None = None) -> Array:
+        k = np.concatenate([k_cache, k_new], axis=2)
+        v = np.concatenate([v_cache, v_new], axis=2)
+        return scaled_dot_product_attention(q_new, k, v, causal=self.decode != "unmasked", scale=scale,  # type: ignore[no-any-return]
+                                            alignment="top_left" if self.decode == "top_left" else "bottom_right",
+                                            dtype=dtype)
+
+    def convention_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
+                             scale: float | None, dtype: str, *, window: Any = None, logit_softcap: float | None = None,
+                             alibi_slopes: Array | None = None, query_lengths: Array | None = None,
+                             key_lengths: Array | None = None) -> Array:
+        H, T, S = q.shape[1], q.shape[2], k.shape[2]
+        alignment = self.capabilities.causal_alignment or "top_left"
+        kw: dict[str, Any] = {}
+        if window is not None and self.window_widen is not None:
+            kw["window"] = (None if window[0] is None else window[0] + self.window_widen, window[1])
+        if logit_softcap is not None and self.softcap_order != "ignored":
+            s = q.shape[-1] ** -0.5 if scale is None else scale
+            # the cap c before the scale s, s * c * tanh(qk / c), is the cap s * c after it
+            kw["logit_softcap"] = logit_softcap * (s if self.softcap_order == "before" else 1.0)
+        bias = None
+        if alibi_slopes is not None:
+            slopes = np.exp2(-8.0 * np.arange(1, H + 1) / H) if self.alibi_form == "geometric" else alibi_slopes
+            bias = alibi_bias(H, T, S, alignment=alignment, slopes=slopes, symmetric=self.alibi_form == "symmetric")
+            bias = (-bias if self.alibi_form == "sign_flipped" else bias)[None]
+        if query_lengths is not None:
+            q_lens = np.full_like(query_lengths, T) if self.padded == "key_padding_only" else query_lengths
+            lengths = lengths_to_mask(q_lens, key_lengths, T, S)[:, None]
+            mask = lengths if mask is None else mask & lengths
+        policy = self.padded if self.padded in ("zeros", "nan", "uniform") else "zeros"
+        return scaled_dot_product_attention(q, k, v, mask=mask, bias=bias, causal=causal, alignment=alignment,  # type: ignore[no-any-return]
+                                            scale=scale, fully_masked=policy, dtype=dtype, **kw)  # type: ignore[arg-type]
+
+
+class ConventionsSwapped(SpecConventions):
+    """The other rotary layout, positions from 0, a decode step aligned top-left, a window one wider,
+    the cap before the scale, symmetric ALiBi, NaN in padded query rows."""
+
+    name = "faulty.conventions_swapped"
+    rotary_map = {"half": "interleaved", "interleaved": "half"}
+    rotary_ignores_positions = True
+    decode = "top_left"
+    window_widen = 1
+    softcap_order = "before"
+    alibi_form = "symmetric"
+    padded = "nan"
+
+
+class ConventionsHalfOnly(SpecConventions):
+    """Rotate-half whatever layout is asked, an unmasked decode step, a window one narrower, the cap
+    ignored, ALiBi with the sign flipped, uniform padded query rows."""
+
+    name = "faulty.conventions_half_only"
+    rotary_map = {"interleaved": "half"}
+    decode = "unmasked"
+    window_widen = -1
+    softcap_order = "ignored"
+    alibi_form = "sign_flipped"
+    padded = "uniform"
+
+
+class ConventionsPartial(SpecConventions):
+    """Declares only the rotate-half layout and no KV cache; ignores the window, uses the geometric
+    slopes 2**(-8k/H) for every head count, and lets padded query rows attend like real ones."""
+
+    name = "faulty.conventions_partial"
+    capabilities = Capabilities(level="layer", gqa=True, kdim_vdim=True, value_dim=True, output_dim=True,
+                                custom_scale=True, conventions=frozenset(CONVENTIONS),
+                                rotary_layouts=frozenset({"half"}))
+    window_widen = None
+    alibi_form = "geometric"
+    padded = "key_padding_only"
+
+
+class ConventionsNoise(SpecConventions):
+    """Seeded noise of the right shape from every convention method."""
+
+    name = "faulty.conventions_noise"
+
+    def rotary_embedding(self, x: Array, positions: Array, dtype: str, **kw: Any) -> Array:
+        return np.random.default_rng(1).random(np.shape(x))
+
+    def decode_step(self, q_new: Array, k_cache: Array, v_cache: Array, k_new: Array, v_new: Array, dtype: str,
+                    **kw: Any) -> Array:
+        return np.random.default_rng(2).random((*np.shape(q_new)[:3], np.shape(v_new)[-1]))
+
+    def convention_attention(self, q: Array, k: Array, v: Array, *args: Any, **kw: Any) -> Array:
+        return np.random.default_rng(3).random((*np.shape(q)[:3], np.shape(v)[-1]))
+
+
+EXPECTED_CONVENTIONS = {
+    # adapter class: convention scenario -> the outcome its conventions must produce
+    "SpecConventions": {
+        "rotary_layout.half": "half", "rotary_layout.interleaved": "interleaved", "rotary_offset": "offset_ok",
+        "decode_alignment": "bottom_right", "window_bounds": "inclusive", "softcap_placement": "after_scale",
+        "alibi_slopes": "spec", "ragged_padded_rows": "zeros",
+    },
+    "ConventionsSwapped": {
+        "rotary_layout.half": "interleaved", "rotary_layout.interleaved": "half", "rotary_offset": "offset_ignored",
+        "decode_alignment": "top_left", "window_bounds": "one_wider", "softcap_placement": "before_scale",
+        "alibi_slopes": "symmetric", "ragged_padded_rows": "nan",
+    },
+    "ConventionsHalfOnly": {
+        "rotary_layout.half": "half", "rotary_layout.interleaved": "half", "rotary_offset": "offset_ok",
+        "decode_alignment": "unmasked", "window_bounds": "exclusive", "softcap_placement": "ignored",
+        "alibi_slopes": "sign_flipped", "ragged_padded_rows": "uniform",
+    },
+    "ConventionsPartial": {
+        "rotary_layout.half": "half", "rotary_layout.interleaved": "unsupported", "rotary_offset": "offset_ok",
+        "decode_alignment": "unsupported", "window_bounds": "ignored", "softcap_placement": "after_scale",
+        "alibi_slopes": "geometric_slopes", "ragged_padded_rows": "key_padding_only",
+    },
+    "ConventionsNoise": {
+        "rotary_layout.half": "other", "rotary_layout.interleaved": "other", "rotary_offset": "other",
+        "decode_alignment": "other", "window_bounds": "other", "softcap_placement": "other",
+        "alibi_slopes": "other", "ragged_padded_rows": "other",
+    },
+    # declares none of the conventions: every scenario is skipped, with the reason
+    "Conventions": dict.fromkeys(("rotary_layout.half", "rotary_layout.interleaved", "rotary_offset",
+                                  "decode_alignment", "window_bounds", "softcap_placement", "alibi_slopes",
+                                  "ragged_padded_rows"), "unsupported"),
+}
 
 EXPECTED = {
     # adapter class: scenario -> the outcome its conventions must produce

@@ -120,10 +120,10 @@ class Context:
                 return f"{text}: {why}" if why else text
         return None
 
-    def call(self, method: str, *args: Any) -> Any:
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call an adapter method; what it raises becomes `AdapterRaised` (worker crashes pass through)."""
         try:
-            return getattr(self.adapter, method)(*args)
+            return getattr(self.adapter, method)(*args, **kwargs)
         except WorkerError:
             raise
         except AdapterCallError as err:

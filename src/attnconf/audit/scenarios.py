@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnconf.audit.measure import gradients, heads, masks, nonfinite, outputs, precision
+from attnconf.audit.measure import conventions, gradients, heads, masks, nonfinite, outputs, precision
 from attnconf.audit.observe import Context, Result
 
 GROUPS: dict[str, str] = {
@@ -24,6 +24,7 @@ GROUPS: dict[str, str] = {
     "heads": "Heads and widths",
     "paths": "Code paths of one layer",
     "gradients": "Gradients",
+    "conventions": "Conventions of current models",
 }
 
 #: Outcomes every scenario can have besides its own.
@@ -100,6 +101,22 @@ def _cross(ctx: Context) -> Result:  # pragma: no cover - cross scenarios are me
 
 _BASE = {"probe": "one-hot (attnconf.audit.probes.onehot)", "B": 2, "H": 2, "T": 4, "S": 16, "D_k": 16, "E": 32,
          "dtype": "float32"}
+
+_CONV = {"dtype": "float32", "probe": "seeded normal q, k (rounded to float32); one-hot values, so the output is "
+                                      "the weights (attnconf.audit.measure.conventions)"}
+_ROTARY = {"half": "rotate-half: pairs (i, i + D/2) (attnconf.reference.rotary_embedding, layout='half')",
+           "interleaved": "pairs (2i, 2i + 1) (layout='interleaved')",
+           "other": "neither layout at the given positions (see the distances)"}
+
+
+def _rotary_layout(layout: str) -> Scenario:
+    return Scenario(f"rotary_layout.{layout}", "conventions", f"Rotary layout asked for {layout!r}",
+                    f"rotary_embedding(x, positions 0 .. 3, layout={layout!r}) on x (B, H, N, D) = (2, 2, 4, 8), "
+                    "float32, compared with the reference in both layouts: which one it computes.",
+                    _ROTARY, conventions.rotary_layout(layout), spec=layout,
+                    spec_note="docs/spec.md 13.2: the layout asked for",
+                    setup={**_CONV, "probe": "seeded normal x (2, 2, 4, 8)", "layout": layout})
+
 
 def _fully_masked_row(dtype: str, description: str) -> Scenario:
     """The fully masked row scenario in `dtype` (float32's id has no suffix: it came first)."""
@@ -241,6 +258,71 @@ CATALOG: tuple[Scenario, ...] = (
              gradients.grad_fully_masked_row,
              spec_note="the spec defines no output, hence no gradient, for the row", setup=_BASE,
              requires=("gradients",)),
+    _rotary_layout("half"),
+    _rotary_layout("interleaved"),
+    Scenario("rotary_offset", "conventions", "Rotary at a position offset (a decode step)",
+             f"rotary_embedding of {conventions.N_DECODE} tokens at positions p, p + 1 with p = "
+             f"{conventions.ROTARY_OFFSETS} per batch element (positions (B, N)), in the first declared layout "
+             "('half' where declared).",
+             {"offset_ok": "rotated at the positions given (in either layout)",
+              "offset_ignored": "rotated at 0, 1, ... whatever the positions (the offset is lost)",
+              "other": "neither (see the distances)"},
+             conventions.rotary_offset, spec="offset_ok",
+             spec_note="docs/spec.md 13.2: positions are any integers; a decode step at p passes p, p + 1, ...",
+             setup={**_CONV, "probe": "seeded normal x (2, 2, 2, 8)", "positions": [[5, 6], [9, 10]]}),
+    Scenario("decode_alignment", "conventions", "Decode step against a KV cache",
+             f"decode_step with T_new = 1 and 2 new tokens against a full cache of {conventions.S_PAST} keys: which "
+             "keys each new token sees.",
+             {"bottom_right": "new token t sees the cache and new keys 0 .. t (the last T_new rows of causal "
+                              "attention over the whole sequence), on both probes",
+              "top_left": "new token t sees only keys 0 .. t of the cache (the diagonal at the top left)",
+              "unmasked": "every new token sees every cached and new key (no causal mask among the new tokens)",
+              "other": "none of these, or not the same one on both probes (the evidence lists each)"},
+             conventions.decode_alignment, spec="bottom_right",
+             spec_note="docs/spec.md 13.6: a decode step is causal attention with bottom-right alignment",
+             setup={**_CONV, "B": 2, "H": 2, "D_k": 8, "S_past": conventions.S_PAST, "T_new": [1, 2]},
+             requires=("kv_cache",)),
+    Scenario("window_bounds", "conventions", "Sliding-window bounds",
+             f"window (left, right) = {conventions.WINDOW} on T = S = 6 (square: no alignment question), no causal "
+             "flag: which keys each query sees.",
+             {"inclusive": "2 keys before the query and the query's own (bounds inclusive)",
+              "exclusive": "one key narrower: 1 key before and the query's own",
+              "one_wider": "one key wider: 3 keys before and the query's own",
+              "ignored": "the window had no effect",
+              "other": "none of the above"},
+             conventions.window_bounds, spec="inclusive",
+             spec_note="docs/spec.md 13.4: p_q - left <= p_k <= p_q + right, both bounds inclusive",
+             setup={**_CONV, "B": 2, "H": 2, "T": 6, "S": 6, "D_k": 8, "window": list(conventions.WINDOW)}),
+    Scenario("softcap_placement", "conventions", "Logit soft cap: before or after the scale",
+             f"logit_softcap = {conventions.SOFTCAP} on logits of a few units (D_k = 8, scale 1/sqrt(8)).",
+             {"after_scale": "c * tanh(scale * q.k / c)", "before_scale": "scale * c * tanh(q.k / c) (the raw dot "
+              "products capped)", "ignored": "the cap had no effect", "other": "none of the above"},
+             conventions.softcap_placement, spec="after_scale",
+             spec_note="docs/spec.md 13.5: the cap applies to the scaled logits (Gemma 2)",
+             setup={**_CONV, "B": 2, "H": 2, "T": 5, "S": 5, "D_k": 8, "cap": conventions.SOFTCAP}),
+    Scenario("alibi_slopes", "conventions", "ALiBi bias for 6 and 12 heads",
+             "The paper's slopes for 6 and 12 heads (alibi_slopes(H)) passed as alibi_slopes, T = S = 5, no causal "
+             "mask: the bias the adapter adds, in the positions of its alignment.",
+             {"spec": "-slope * (p_q - p_k) with the slopes given, on both probes",
+              "symmetric": "-slope * |p_q - p_k| (keys after the query penalised too)",
+              "sign_flipped": "+slope * (p_q - p_k)",
+              "geometric_slopes": "the signed bias with 2**(-8k/H) in place of the slopes given (the paper's rule "
+                                  "only for a power of two)",
+              "other": "none of these, or not the same one for 6 and 12 heads (the evidence lists each)"},
+             conventions.alibi, spec="spec",
+             spec_note="docs/spec.md 13.3: bias -slope * (p_q - p_k), the slopes as given",
+             setup={**_CONV, "B": 1, "H": list(conventions.ALIBI_HEADS), "T": 5, "S": 5, "D_k": 8}),
+    Scenario("ragged_padded_rows", "conventions", "Padded query rows of a ragged batch",
+             f"query_lengths = {conventions.QUERY_LENGTHS}, key_lengths = {conventions.KEY_LENGTHS} on T = S = 5: "
+             "what the padded query rows (element 0, queries 3 and 4) hold.",
+             {"zeros": "every weight 0 (the output row is zero)", "uniform": "1/S on every key (the mean of all values)",
+              "nan": "NaN", "key_padding_only": "the row attends like a real query: only the key padding applies",
+              "other": "none of the above"},
+             conventions.ragged_padded_rows,
+             spec_note="docs/spec.md 13.7: a padded query row is a fully masked row (section 7): the reference's "
+                       "fully_masked policy, zeros by default, and no single answer",
+             setup={**_CONV, "B": 2, "H": 2, "T": 5, "S": 5, "D_k": 8,
+                    "query_lengths": list(conventions.QUERY_LENGTHS), "key_lengths": list(conventions.KEY_LENGTHS)}),
 )
 
 SCENARIOS: dict[str, Scenario] = {s.id: s for s in CATALOG}
