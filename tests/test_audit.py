@@ -24,7 +24,7 @@ from attnconf.adapters import registry
 from attnconf.adapters.base import Capabilities
 from attnconf.audit import classify, schema
 from attnconf.audit.layout import anchor
-from attnconf.audit.measure import common, heads, masks
+from attnconf.audit.measure import common, conventions, heads, masks
 from attnconf.audit.report import write_reports
 from attnconf.audit.runner import AuditInterrupted, measure_here, run_audit
 from attnconf.audit.scenarios import CATALOG, COMMON_OUTCOMES, SCENARIOS
@@ -185,6 +185,77 @@ def test_example_heatmap_matches_reference(report: dict[str, Any]) -> None:
     ex = report["example"]["adapters"]["numpy"]
     assert np.max(np.asarray(ex["abs_error"], dtype=float)) < 1e-6
     assert np.shape(ex["weights"]) == np.shape(report["example"]["reference"])
+
+
+# -- conventions of current models (docs/spec.md section 13) ------------------------------------------
+
+CONVENTION_IDS = [sc.id for sc in CATALOG if sc.group == "conventions"]
+
+
+@pytest.fixture(scope="module")
+def conventions_report() -> dict[str, Any]:
+    chosen = handles(*audit_faulty.EXPECTED_CONVENTIONS) + registry.select(["numpy"])[0]
+    return run_audit(chosen, isolation="none", jobs=1, scenarios=CONVENTION_IDS)
+
+
+@pytest.mark.parametrize("cls", sorted(audit_faulty.EXPECTED_CONVENTIONS))
+def test_convention_faults_are_reported_exactly(conventions_report: dict[str, Any], cls: str) -> None:
+    name = name_of(cls)
+    got = {sid: conventions_report["scenarios"][sid]["results"][name]["outcome"] for sid in CONVENTION_IDS}
+    assert got == audit_faulty.EXPECTED_CONVENTIONS[cls]
+
+
+def test_every_convention_outcome_is_measured_by_some_adapter(conventions_report: dict[str, Any]) -> None:
+    """Each outcome a convention scenario names is produced by one of the faulty adapters: none is unreachable."""
+    assert set(audit_faulty.EXPECTED_CONVENTIONS["SpecConventions"]) == set(CONVENTION_IDS)
+    for sid in CONVENTION_IDS:
+        sc = conventions_report["scenarios"][sid]
+        seen = {sc["results"][name_of(cls)]["outcome"] for cls in audit_faulty.EXPECTED_CONVENTIONS}
+        assert set(SCENARIOS[sid].outcomes) <= seen, (sid, set(SCENARIOS[sid].outcomes) - seen)
+        spec_adapter = sc["results"][name_of("SpecConventions")]["outcome"]
+        if sc["spec"] is not None:
+            assert spec_adapter == sc["spec"], sid
+
+
+def test_convention_scenarios_skip_adapters_without_the_capability(conventions_report: dict[str, Any]) -> None:
+    results = {sid: conventions_report["scenarios"][sid]["results"] for sid in CONVENTION_IDS}
+    plain = {sid: r[name_of("Conventions")]["detail"] for sid, r in results.items()}
+    assert "rotary_layouts does not list 'half'" in plain["rotary_layout.half"]
+    assert "kv_cache=False" in plain["decode_alignment"]
+    for sid, convention in (("window_bounds", "window"), ("softcap_placement", "softcap"), ("alibi_slopes", "alibi"),
+                            ("ragged_padded_rows", "lengths")):
+        assert f"does not list {convention!r}" in plain[sid], sid
+    partial = results["rotary_layout.interleaved"][name_of("ConventionsPartial")]
+    assert "declared: ['half']" in partial["detail"]
+    for sid, r in results.items():  # the numpy adapter: the spec where it declares the convention, else skipped
+        assert r["numpy"]["outcome"] in (conventions_report["scenarios"][sid]["spec"] or "zeros", "unsupported"), sid
+
+
+def test_convention_candidates_are_far_apart() -> None:
+    """On every convention probe the candidates differ by far more than the classification tolerance."""
+    far = 100 * common.TOL["float32"]
+    x = conventions.rotary_probe()
+    pos = np.broadcast_to(np.arange(x.shape[2]), x.shape[:1] + x.shape[2:3])
+    assert _pairwise_min(conventions._rotary_candidates(x, pos)) > far
+    xs = x[:, :, : conventions.N_DECODE]
+    offset = np.asarray(conventions.ROTARY_OFFSETS)[:, None] + np.arange(conventions.N_DECODE)
+    zero = np.broadcast_to(np.arange(conventions.N_DECODE), offset.shape)
+    four = {f"{k} {n}": v for n, at in (("ok", offset), ("ignored", zero))
+            for k, v in conventions._rotary_candidates(xs, at).items()}
+    assert _pairwise_min(four) > far
+    for T_new in conventions.DECODE_STEPS:
+        cands = conventions.decode_candidates(conventions.decode_probe(T_new))
+        if T_new == 1:  # one new token sees the whole cache under bottom-right: no causal mask at all
+            assert classify.distance(cands["bottom_right"], cands["unmasked"]) == 0.0
+            del cands["unmasked"]
+        assert _pairwise_min(cands) > far, T_new
+    p = conventions.window_probe()
+    assert _pairwise_min({n: conventions._reference(p, window=w) for n, w in conventions.WINDOW_CANDIDATES.items()}) > far
+    assert _pairwise_min(conventions.softcap_candidates(conventions.softcap_probe())) > far
+    for H in conventions.ALIBI_HEADS:
+        for alignment in ("top_left", "bottom_right"):
+            assert _pairwise_min(conventions.alibi_candidates(conventions.alibi_probe(H), alignment)) > far, H
+    assert _pairwise_min(conventions.ragged_candidates(conventions.ragged_probe())) > far
 
 
 # -- the probes can tell the candidates apart -------------------------------------------------------
