@@ -40,7 +40,9 @@ DECODE_STEPS = (1, 2)
 #: The window probe: T = S = 6 (square, so the alignment does not move the window), window (2, 0).
 WINDOW = (2, 0)
 WINDOW_CANDIDATES: dict[str, tuple[int | None, int | None] | None] = {
-    "inclusive": WINDOW, "exclusive": (WINDOW[0] - 1, WINDOW[1]), "one_wider": (WINDOW[0] + 1, WINDOW[1]),
+    "inclusive": WINDOW,
+    "exclusive": (WINDOW[0] - 1, WINDOW[1]),
+    "one_wider": (WINDOW[0] + 1, WINDOW[1]),
     "ignored": None,
 }
 #: The soft-cap probe: logits of a few units after the scale, capped at 2 (the cap bends them a lot).
@@ -59,7 +61,7 @@ def _f32(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 1.0) 
 
 def one_hot_values(B: int, H_kv: int, S: int) -> Array:
     """Values `(B, H_kv, S, S)`: key `j`'s value is the unit vector `e_j` (output = weights)."""
-    return np.broadcast_to(np.eye(S), (B, H_kv, S, S)).copy()
+    return np.array(np.broadcast_to(np.eye(S), (B, H_kv, S, S)))
 
 
 def _array(got: Any, shape: tuple[int, ...], method: str) -> Array:
@@ -89,14 +91,16 @@ def _verdict(per_probe: dict[str, str | None]) -> str:
 
 # -- rotary ------------------------------------------------------------------------------------------
 
+
 @functools.cache
 def rotary_probe() -> Array:
     return _f32(np.random.default_rng(seed("rotary")), ROTARY_SHAPE)
 
 
 def _rotary_candidates(x: Array, positions: Array) -> dict[str, Array]:
-    return {layout: rotary_embedding(x, positions, layout=layout, dtype="float64")  # type: ignore[arg-type]
-            for layout in ("half", "interleaved")}
+    return {
+        layout: rotary_embedding(x, positions, layout=layout, dtype="float64") for layout in ("half", "interleaved")
+    }
 
 
 def _rotate(ctx: Context, x: Array, positions: Array, layout: str) -> Array:
@@ -112,6 +116,7 @@ def _rotate(ctx: Context, x: Array, positions: Array, layout: str) -> Array:
 def rotary_layout(layout: str) -> Callable[[Context], Result]:
     """What `rotary_embedding(..., layout=layout)` computes at positions 0 .. N-1: ``half``,
     ``interleaved`` or ``other``."""
+
     def measure(ctx: Context) -> Result:
         x = rotary_probe()
         B, _, N, _ = x.shape
@@ -120,8 +125,12 @@ def rotary_layout(layout: str) -> Callable[[Context], Result]:
         outcome, dists = classify.nearest(got, _rotary_candidates(x, positions), TOL[DTYPE])
         outcome = outcome or "other"
         note = "" if outcome == layout else f" (asked for {layout})"
-        return Result(outcome, f"asked for layout {layout!r}: computes {outcome}{note}",
-                      {"asked": layout, "distances": dists, "shape": list(x.shape)})
+        return Result(
+            outcome,
+            f"asked for layout {layout!r}: computes {outcome}{note}",
+            {"asked": layout, "distances": dists, "shape": list(x.shape)},
+        )
+
     return measure
 
 
@@ -139,11 +148,15 @@ def rotary_offset(ctx: Context) -> Result:
     cands.update({f"offset_ignored ({k})": v for k, v in _rotary_candidates(x, from_zero).items()})
     hit, dists = classify.nearest(got, cands, TOL[DTYPE])
     outcome = hit.split(" ")[0] if hit else "other"
-    return Result(outcome, f"layout {layout!r} at positions {positions.tolist()}: {hit or 'no candidate'}",
-                  {"layout": layout, "positions": positions, "distances": dists})
+    return Result(
+        outcome,
+        f"layout {layout!r} at positions {positions.tolist()}: {hit or 'no candidate'}",
+        {"layout": layout, "positions": positions, "distances": dists},
+    )
 
 
 # -- decode step ---------------------------------------------------------------------------------------
+
 
 @functools.cache
 def decode_probe(T_new: int) -> dict[str, Array]:
@@ -153,8 +166,13 @@ def decode_probe(T_new: int) -> dict[str, Array]:
     B, H, D = 2, 2, 8
     S = S_PAST + T_new
     v = one_hot_values(B, H, S)
-    return {"q_new": _f32(rng, (B, H, T_new, D)), "k_cache": _f32(rng, (B, H, S_PAST, D)),
-            "k_new": _f32(rng, (B, H, T_new, D)), "v_cache": v[:, :, :S_PAST], "v_new": v[:, :, S_PAST:]}
+    return {
+        "q_new": _f32(rng, (B, H, T_new, D)),
+        "k_cache": _f32(rng, (B, H, S_PAST, D)),
+        "k_new": _f32(rng, (B, H, T_new, D)),
+        "v_cache": v[:, :, :S_PAST],
+        "v_new": v[:, :, S_PAST:],
+    }
 
 
 def decode_candidates(p: dict[str, Array]) -> dict[str, Array]:
@@ -162,8 +180,11 @@ def decode_candidates(p: dict[str, Array]) -> dict[str, Array]:
     k = np.concatenate([p["k_cache"], p["k_new"]], axis=2)
     v = np.concatenate([p["v_cache"], p["v_new"]], axis=2)
     sdpa = functools.partial(scaled_dot_product_attention, p["q_new"], k, v, dtype="float64")
-    return {"bottom_right": sdpa(causal=True, alignment="bottom_right"),
-            "top_left": sdpa(causal=True, alignment="top_left"), "unmasked": sdpa(causal=False)}
+    return {
+        "bottom_right": sdpa(causal=True, alignment="bottom_right"),
+        "top_left": sdpa(causal=True, alignment="top_left"),
+        "unmasked": sdpa(causal=False),
+    }
 
 
 def decode_alignment(ctx: Context) -> Result:
@@ -192,6 +213,7 @@ def decode_alignment(ctx: Context) -> Result:
 
 
 # -- convention_attention probes ---------------------------------------------------------------------------
+
 
 @functools.cache
 def kernel_probe(name: str, B: int, H: int, T: int, D: int = 8, spread: float = 1.0) -> dict[str, Array]:
@@ -225,8 +247,11 @@ def window_bounds(ctx: Context) -> Result:
     hit, dists = classify.nearest(got, cands, TOL[DTYPE])
     outcome = hit or "other"
     visible = (got[0, 0] > 0).sum(axis=-1)
-    return Result(outcome, f"window (left, right) = {WINDOW} on T = S = 6: {outcome}; keys seen per query "
-                  f"{visible.tolist()}", {"window": list(WINDOW), "distances": dists, "heatmap": got[0, 0]})
+    return Result(
+        outcome,
+        f"window (left, right) = {WINDOW} on T = S = 6: {outcome}; keys seen per query {visible.tolist()}",
+        {"window": list(WINDOW), "distances": dists, "heatmap": got[0, 0]},
+    )
 
 
 def softcap_probe() -> dict[str, Array]:
@@ -237,8 +262,11 @@ def softcap_candidates(p: dict[str, Array]) -> dict[str, Array]:
     """``after_scale``: ``c tanh(s qk / c)``; ``before_scale``: ``s c tanh(qk / c)``, which is the cap
     ``s c`` after the scale; ``ignored``: no cap."""
     scale = p["q"].shape[-1] ** -0.5
-    return {"after_scale": _reference(p, logit_softcap=SOFTCAP),
-            "before_scale": _reference(p, logit_softcap=SOFTCAP * scale), "ignored": _reference(p)}
+    return {
+        "after_scale": _reference(p, logit_softcap=SOFTCAP),
+        "before_scale": _reference(p, logit_softcap=SOFTCAP * scale),
+        "ignored": _reference(p),
+    }
 
 
 def softcap_placement(ctx: Context) -> Result:
@@ -299,6 +327,7 @@ def alibi(ctx: Context) -> Result:
 
 # -- ragged batches -------------------------------------------------------------------------------------------
 
+
 def ragged_probe() -> dict[str, Array]:
     return kernel_probe("ragged", 2, 2, 5)
 
@@ -316,8 +345,11 @@ def ragged_candidates(p: dict[str, Array]) -> dict[str, Array]:
     keys = lengths_to_mask(np.full(B, T), np.asarray(KEY_LENGTHS), T, S)
     pad = padded_rows()
     n = int(pad.sum()) * p["q"].shape[1]
-    return {"zeros": np.zeros((n, S)), "uniform": np.full((n, S), 1.0 / S),
-            "key_padding_only": _rows(_reference(p, mask=keys[:, None]), pad)}
+    return {
+        "zeros": np.zeros((n, S)),
+        "uniform": np.full((n, S), 1.0 / S),
+        "key_padding_only": _rows(_reference(p, mask=keys[:, None]), pad),
+    }
 
 
 def _rows(weights: Array, rows: Array) -> Array:
@@ -330,8 +362,12 @@ def ragged_padded_rows(ctx: Context) -> Result:
     element 0 hold (``zeros``, ``uniform``, ``nan``, ``key_padding_only``, else ``other``)."""
     _require_convention(ctx, "lengths")
     p = ragged_probe()
-    got = _attend(ctx, p, query_lengths=np.asarray(QUERY_LENGTHS, dtype=np.int64),
-                  key_lengths=np.asarray(KEY_LENGTHS, dtype=np.int64))
+    got = _attend(
+        ctx,
+        p,
+        query_lengths=np.asarray(QUERY_LENGTHS, dtype=np.int64),
+        key_lengths=np.asarray(KEY_LENGTHS, dtype=np.int64),
+    )
     pad = padded_rows()
     rows = _rows(got, pad)
     if np.isnan(rows).all():
@@ -343,7 +379,14 @@ def ragged_padded_rows(ctx: Context) -> Result:
     spec = _reference(p, mask=lengths_to_mask(np.asarray(QUERY_LENGTHS), np.asarray(KEY_LENGTHS), T, S)[:, None])
     real_err = classify.distance(_rows(got, ~pad), _rows(spec, ~pad))
     note = "" if real_err <= TOL[DTYPE] else f"; real rows differ from the spec by {real_err:.2g}"
-    return Result(outcome, f"padded query rows (element 0, queries 3, 4): {outcome}, weights "
-                  f"{summary(rows[0])}{note}",
-                  {"query_lengths": list(QUERY_LENGTHS), "key_lengths": list(KEY_LENGTHS), "distances": dists,
-                   "real_rows_max_abs_error": real_err, "heatmap": got[0, 0]})
+    return Result(
+        outcome,
+        f"padded query rows (element 0, queries 3, 4): {outcome}, weights {summary(rows[0])}{note}",
+        {
+            "query_lengths": list(QUERY_LENGTHS),
+            "key_lengths": list(KEY_LENGTHS),
+            "distances": dists,
+            "real_rows_max_abs_error": real_err,
+            "heatmap": got[0, 0],
+        },
+    )
