@@ -143,7 +143,11 @@ class Context:
         return value
 
     def layer(self, probe: Probe) -> AttentionOutputs:
-        """`multi_head_attention` on the probe (inputs and weights rounded to its dtype), checked."""
+        """`multi_head_attention` on the probe (inputs and weights rounded to its dtype), checked.
+        `Unsupported` for an adapter without one (``level="rotary"``: a rotary embedding only)."""
+        if not self.has("multi_head_attention"):
+            raise Unsupported(f"capabilities.level={self.capabilities.level!r}: the adapter has no attention "
+                              "(multi_head_attention), only what its level names")
         def run() -> AttentionOutputs:
             x, w = probe.cast()
             try:

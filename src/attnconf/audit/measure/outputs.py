@@ -20,7 +20,7 @@ def example(ctx: Context) -> dict[str, Any]:
     ref = p.reference()[0, 0]
     try:
         eff = ctx.effective(p)[0, 0]
-    except (AdapterRaised, InvalidOutput) as err:
+    except (AdapterRaised, InvalidOutput, Unsupported) as err:
         return {"error": str(err)}
     return {"weights": eff, "abs_error": np.abs(eff - ref), "max_abs_error": classify.distance(eff, ref)}
 
