@@ -145,7 +145,7 @@ class Context:
     def layer(self, probe: Probe) -> AttentionOutputs:
         """`multi_head_attention` on the probe (inputs and weights rounded to its dtype), checked.
         `Unsupported` for an adapter without one (``level="rotary"``: a rotary embedding only)."""
-        if not self.has("multi_head_attention"):
+        if self.capabilities.level == "rotary" or not self.has("multi_head_attention"):
             raise Unsupported(f"capabilities.level={self.capabilities.level!r}: the adapter has no attention "
                               "(multi_head_attention), only what its level names")
         def run() -> AttentionOutputs:

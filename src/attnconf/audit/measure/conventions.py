@@ -59,9 +59,13 @@ def _f32(rng: np.random.Generator, shape: tuple[int, ...], spread: float = 1.0) 
     return np.asarray(round_to(spread * rng.standard_normal(shape), DTYPE), dtype=np.float64)
 
 
-def one_hot_values(B: int, H_kv: int, S: int) -> Array:
-    """Values `(B, H_kv, S, S)`: key `j`'s value is the unit vector `e_j` (output = weights)."""
-    return np.array(np.broadcast_to(np.eye(S), (B, H_kv, S, S)))
+def one_hot_values(B: int, H_kv: int, S: int, D: int) -> Array:
+    """Values `(B, H_kv, S, D)`, `D >= S`: key `j`'s value is the unit vector `e_j`, so the first `S`
+    output features are the attention weights and the rest are 0 (D_v = D_k = D: an adapter that
+    takes no value width of its own runs them)."""
+    if D < S:
+        raise ValueError(f"one-hot values need D >= S, received D={D}, S={S}")
+    return np.array(np.broadcast_to(np.eye(S, D), (B, H_kv, S, D)))
 
 
 def _array(got: Any, shape: tuple[int, ...], method: str) -> Array:
@@ -161,11 +165,11 @@ def rotary_offset(ctx: Context) -> Result:
 @functools.cache
 def decode_probe(T_new: int) -> dict[str, Array]:
     """q_new `(2, 2, T_new, 8)`, k_cache `(2, 2, S_PAST, 8)`, k_new `(2, 2, T_new, 8)`, and one-hot
-    values over the S_PAST + T_new keys (cache first)."""
+    values `(2, 2, ., 8)` over the S_PAST + T_new keys (cache first)."""
     rng = np.random.default_rng(seed(f"decode.{T_new}"))
     B, H, D = 2, 2, 8
     S = S_PAST + T_new
-    v = one_hot_values(B, H, S)
+    v = one_hot_values(B, H, S, D)
     return {
         "q_new": _f32(rng, (B, H, T_new, D)),
         "k_cache": _f32(rng, (B, H, S_PAST, D)),
@@ -176,7 +180,8 @@ def decode_probe(T_new: int) -> dict[str, Array]:
 
 
 def decode_candidates(p: dict[str, Array]) -> dict[str, Array]:
-    """Weights `(B, H, T_new, S_PAST + T_new)` of the step under each reading of the causal mask."""
+    """Outputs `(B, H, T_new, 8)` of the step under each reading of the causal mask (the first
+    S_PAST + T_new features are the weights)."""
     k = np.concatenate([p["k_cache"], p["k_new"]], axis=2)
     v = np.concatenate([p["v_cache"], p["v_new"]], axis=2)
     sdpa = functools.partial(scaled_dot_product_attention, p["q_new"], k, v, dtype="float64")
@@ -199,13 +204,13 @@ def decode_alignment(ctx: Context) -> Result:
     for T_new in DECODE_STEPS:
         p = decode_probe(T_new)
         args = [p[n].astype(np.float32) for n in ("q_new", "k_cache", "v_cache", "k_new", "v_new")]
-        shape = (*p["q_new"].shape[:3], S_PAST + T_new)
+        shape = p["q_new"].shape
         got = _array(ctx.call("decode_step", *args, DTYPE), shape, "decode_step")
         dists = {name: classify.distance(got, ref) for name, ref in decode_candidates(p).items()}
         hits = {name for name, d in dists.items() if d <= TOL[DTYPE]}  # at T_new = 1 bottom-right is unmasked
         matched[f"T_new = {T_new}"] = hits
         evidence[f"T_new = {T_new}"] = {"matches": sorted(hits), "distances": dists}
-        evidence[f"heatmap T_new = {T_new}"] = got[0, 0]
+        evidence[f"heatmap T_new = {T_new}"] = got[0, 0, :, : S_PAST + T_new]
     common_hits = set.intersection(*matched.values())
     outcome = next(iter(common_hits)) if len(common_hits) == 1 else "other"
     seen = "; ".join(f"{k}: {' or '.join(sorted(v)) or 'no candidate'}" for k, v in matched.items())
@@ -217,15 +222,16 @@ def decode_alignment(ctx: Context) -> Result:
 
 @functools.cache
 def kernel_probe(name: str, B: int, H: int, T: int, D: int = 8, spread: float = 1.0) -> dict[str, Array]:
-    """q `(B, H, T, D)`, k `(B, H, T, D)` (T = S) seeded by `name`, one-hot values `(B, H, T, T)`."""
+    """q `(B, H, T, D)`, k `(B, H, T, D)` (T = S) seeded by `name`, one-hot values `(B, H, T, D)`."""
     rng = np.random.default_rng(seed(name))
-    return {"q": _f32(rng, (B, H, T, D), spread), "k": _f32(rng, (B, H, T, D), spread), "v": one_hot_values(B, H, T)}
+    q, k = _f32(rng, (B, H, T, D), spread), _f32(rng, (B, H, T, D), spread)
+    return {"q": q, "k": k, "v": one_hot_values(B, H, T, D)}
 
 
 def _attend(ctx: Context, p: dict[str, Array], **conventions: Any) -> Array:
     q, k, v = (p[n].astype(np.float32) for n in ("q", "k", "v"))
     got = ctx.call("convention_attention", q, k, v, None, False, None, DTYPE, **conventions)
-    return _array(got, p["q"].shape[:3] + (p["k"].shape[2],), "convention_attention")
+    return _array(got, p["q"].shape, "convention_attention")
 
 
 def _reference(p: dict[str, Array], **kw: Any) -> Array:
@@ -246,11 +252,12 @@ def window_bounds(ctx: Context) -> Result:
     cands = {name: _reference(p, window=w) for name, w in WINDOW_CANDIDATES.items()}
     hit, dists = classify.nearest(got, cands, TOL[DTYPE])
     outcome = hit or "other"
-    visible = (got[0, 0] > 0).sum(axis=-1)
+    S = p["k"].shape[2]
+    visible = (got[0, 0, :, :S] > 0).sum(axis=-1)
     return Result(
         outcome,
         f"window (left, right) = {WINDOW} on T = S = 6: {outcome}; keys seen per query {visible.tolist()}",
-        {"window": list(WINDOW), "distances": dists, "heatmap": got[0, 0]},
+        {"window": list(WINDOW), "distances": dists, "heatmap": got[0, 0, :, :S]},
     )
 
 
@@ -338,22 +345,22 @@ def padded_rows() -> Array:
 
 
 def ragged_candidates(p: dict[str, Array]) -> dict[str, Array]:
-    """Weights of the padded rows under each reading: ``zeros``, ``uniform`` (1/S over every key),
-    ``key_padding_only`` (the row attends like a real query: only the key padding applies)."""
-    B, _, T, _ = p["q"].shape
+    """Outputs `(n * H, D)` of the padded rows under each reading: ``zeros``, ``uniform`` (1/S over
+    every key), ``key_padding_only`` (the row attends like a real query: only the key padding applies)."""
+    B, _, T, D = p["q"].shape
     S = p["k"].shape[2]
     keys = lengths_to_mask(np.full(B, T), np.asarray(KEY_LENGTHS), T, S)
     pad = padded_rows()
     n = int(pad.sum()) * p["q"].shape[1]
     return {
-        "zeros": np.zeros((n, S)),
-        "uniform": np.full((n, S), 1.0 / S),
+        "zeros": np.zeros((n, D)),
+        "uniform": np.broadcast_to(np.eye(S, D).mean(axis=0), (n, D)),
         "key_padding_only": _rows(_reference(p, mask=keys[:, None]), pad),
     }
 
 
 def _rows(weights: Array, rows: Array) -> Array:
-    """The `(n * H, S)` weights of the `(B, T)` rows selected by `rows` (head-major within a row)."""
+    """The `(n * H, D)` outputs of the `(B, T)` rows selected by `rows` (head-major within a row)."""
     return np.asarray(weights.transpose(0, 2, 1, 3)[rows].reshape(-1, weights.shape[-1]))
 
 
@@ -375,18 +382,19 @@ def ragged_padded_rows(ctx: Context) -> Result:
     else:
         hit, dists = classify.nearest(rows, ragged_candidates(p), TOL[DTYPE])
         outcome = hit or "other"
-    B, _, T, S = got.shape
+    S = p["k"].shape[2]
+    T = got.shape[2]
     spec = _reference(p, mask=lengths_to_mask(np.asarray(QUERY_LENGTHS), np.asarray(KEY_LENGTHS), T, S)[:, None])
     real_err = classify.distance(_rows(got, ~pad), _rows(spec, ~pad))
     note = "" if real_err <= TOL[DTYPE] else f"; real rows differ from the spec by {real_err:.2g}"
     return Result(
         outcome,
-        f"padded query rows (element 0, queries 3, 4): {outcome}, weights {summary(rows[0])}{note}",
+        f"padded query rows (element 0, queries 3, 4): {outcome}, weights {summary(rows[0, :S])}{note}",
         {
             "query_lengths": list(QUERY_LENGTHS),
             "key_lengths": list(KEY_LENGTHS),
             "distances": dists,
             "real_rows_max_abs_error": real_err,
-            "heatmap": got[0, 0],
+            "heatmap": got[0, 0, :, :S],
         },
     )
