@@ -396,6 +396,22 @@ class ConventionsNoise(SpecConventions):
         return np.random.default_rng(3).random((*np.shape(q)[:3], np.shape(v)[-1]))
 
 
+class RotaryOnly:
+    """A rotary embedding only (level "rotary"), on the reference: no attention method at all."""
+
+    name = "faulty.rotary_only"
+    framework = "faulty"
+    api = "tests.audit_faulty"
+    capabilities = Capabilities(level="rotary", rotary_layouts=frozenset({"interleaved"}))
+
+    def versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}
+
+    def rotary_embedding(self, x: Array, positions: Array, dtype: str, *, layout: str, rotary_dim: int | None = None,
+                         theta: float = 10000.0) -> Array:
+        return rotary_embedding(x, positions, layout=layout, theta=theta, dtype=dtype)  # type: ignore[arg-type]
+
+
 EXPECTED_CONVENTIONS = {
     # adapter class: convention scenario -> the outcome its conventions must produce
     "SpecConventions": {

@@ -231,6 +231,17 @@ def test_convention_scenarios_skip_adapters_without_the_capability(conventions_r
         assert r["numpy"]["outcome"] in (conventions_report["scenarios"][sid]["spec"] or "zeros", "unsupported"), sid
 
 
+def test_rotary_only_adapter_is_unsupported_in_attention_scenarios() -> None:
+    from attnconf.audit.adapter_audit import AdapterAudit
+
+    audit = AdapterAudit(audit_faulty.RotaryOnly())
+    masked = audit.scenario("fully_masked_row")["result"]
+    assert masked["outcome"] == "unsupported" and "level='rotary'" in masked["detail"]
+    assert audit.scenario("rotary_layout.interleaved")["result"]["outcome"] == "interleaved"
+    assert audit.scenario("rotary_layout.half")["result"]["outcome"] == "unsupported"
+    assert "error" in audit.example()["example"]
+
+
 def test_convention_candidates_are_far_apart() -> None:
     """On every convention probe the candidates differ by far more than the classification tolerance."""
     far = 100 * common.TOL["float32"]
