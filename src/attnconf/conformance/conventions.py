@@ -31,8 +31,14 @@ from attnconf.reference.precision import storage_dtype
 Array = np.ndarray[Any, Any]
 
 #: The optional method behind each capability of the convention chapters.
-METHODS = {"window": "convention_attention", "softcap": "convention_attention", "alibi": "convention_attention",
-           "lengths": "convention_attention", "kv_cache": "decode_step", "rotary": "rotary_embedding"}
+METHODS = {
+    "window": "convention_attention",
+    "softcap": "convention_attention",
+    "alibi": "convention_attention",
+    "lengths": "convention_attention",
+    "kv_cache": "decode_step",
+    "rotary": "rotary_embedding",
+}
 
 
 def require(adapter: Any, convention: str) -> None:
@@ -54,26 +60,34 @@ def require(adapter: Any, convention: str) -> None:
         pytest.fail(f"{name} declares {convention!r} ({field}) but implements no {method}", pytrace=False)
 
 
-def kernel_arrays(shape: Shape, seed: int, *, T: int | None = None, S: int | None = None,
-                  H: int | None = None) -> tuple[Array, Array, Array]:
+def kernel_arrays(
+    shape: Shape, seed: int, *, T: int | None = None, S: int | None = None, H: int | None = None
+) -> tuple[Array, Array, Array]:
     """Random float64 q `(B, H, T, D)`, k and v `(B, H_kv, S, D)` of `shape` (sizes overridable)."""
     rng = np.random.default_rng(seed)
     B, D = shape.B, shape.D
     T, S, H = T or shape.T, S or shape.S, H or shape.H
     H_kv = shape.H_kv if H == shape.H else H
-    return (rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H_kv, S, D)),
-            rng.standard_normal((B, H_kv, S, D)))
+    return (
+        rng.standard_normal((B, H, T, D)),
+        rng.standard_normal((B, H_kv, S, D)),
+        rng.standard_normal((B, H_kv, S, D)),
+    )
 
 
 def _rounded(arrays: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     """Floating arrays rounded to `dtype`; everything else (positions, lengths, None) as it is."""
-    return {n: round_to(np.asarray(a, dtype=np.float64), dtype)
-            if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) else a
-            for n, a in arrays.items()}
+    return {
+        n: round_to(np.asarray(a, dtype=np.float64), dtype)
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+        else a
+        for n, a in arrays.items()
+    }
 
 
-def kernel_run(check: Checker, label: str, call: Callable[..., Any], reference: Callable[..., Array],
-               arrays: Mapping[str, Any]) -> Run:
+def kernel_run(
+    check: Checker, label: str, call: Callable[..., Any], reference: Callable[..., Array], arrays: Mapping[str, Any]
+) -> Run:
     """Run `call(**arrays)` (the adapter; arrays rounded to the dtype, then the dtype as keyword
     `dtype`) and `reference(**arrays, dtype=...)` in exact and in the adapter's precision.
 
@@ -82,19 +96,29 @@ def kernel_run(check: Checker, label: str, call: Callable[..., Any], reference: 
     __tracebackhide__ = True
     x = _rounded(arrays, check.dtype)
     e = exact_precision(check.dtype)
-    exact_arrays = {n: np.asarray(a, dtype=storage_dtype(e)) if isinstance(a, np.ndarray) and
-                    np.issubdtype(a.dtype, np.floating) else a for n, a in x.items()}
+    exact_arrays = {
+        n: np.asarray(a, dtype=storage_dtype(e))
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+        else a
+        for n, a in x.items()
+    }
     exact = np.asarray(reference(**exact_arrays, dtype=e))
     same = np.asarray(reference(**x, dtype=check.precision))
     got = np.asarray(call(**x, dtype=check.dtype))
     if got.shape != exact.shape:
-        fail(check, f"{label}: the adapter's result has the wrong shape",
-             [f"expected shape {exact.shape}, got {got.shape}"])
+        fail(
+            check,
+            f"{label}: the adapter's result has the wrong shape",
+            [f"expected shape {exact.shape}, got {got.shape}"],
+        )
     errs = measure(got, exact)
     if errs.nan_mismatch is not None:
         i = errs.nan_mismatch
-        fail(check, f"{label}: the result is not finite where the reference is, or of another kind or sign",
-             [f"at index {i}: expected {exact[i]!r}, got {got[i]!r}"])
+        fail(
+            check,
+            f"{label}: the result is not finite where the reference is, or of another kind or sign",
+            [f"at index {i}: expected {exact[i]!r}, got {got[i]!r}"],
+        )
     return Run(AttentionOutputs(got), AttentionOutputs(exact), AttentionOutputs(same), label)
 
 

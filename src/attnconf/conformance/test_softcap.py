@@ -46,11 +46,14 @@ def _run(check, adapter, q, k, v, causal, scale, cap, label):
     alignment = check.alignment
     keywords = {} if cap is None else {"logit_softcap": cap}
     return conventions.kernel_run(
-        check, label,
+        check,
+        label,
         lambda q, k, v, dtype: adapter.convention_attention(q, k, v, None, causal, scale, dtype, **keywords),
-        lambda q, k, v, dtype: scaled_dot_product_attention(q, k, v, causal=causal, alignment=alignment,
-                                                            scale=scale, dtype=dtype, **keywords),
-        {"q": q, "k": k, "v": v})
+        lambda q, k, v, dtype: scaled_dot_product_attention(
+            q, k, v, causal=causal, alignment=alignment, scale=scale, dtype=dtype, **keywords
+        ),
+        {"q": q, "k": k, "v": v},
+    )
 
 
 def _draw_case(adapter, data):
@@ -79,10 +82,16 @@ def test_softcap_agrees(adapter, dtype, check, data):
     s = scale if scale is not None else 1 / math.sqrt(shape.D)
     q = _scaled_to(q, k, s, over * cap)
     r = _run(check, adapter, q, k, v, causal, scale, cap, f"cap {cap}")
-    assert_close(check, r.got.output, r.exact.output, r.same.output,
-                 f"softcap: logits capped as {cap} * tanh(scaled logits / {cap}) (largest scaled logit {over * cap:g}, "
-                 f"scale {scale if scale is not None else '1/sqrt(D_k)'})", "output (B, H, T, D_v)",
-                 where=_rows(check, shape, causal))
+    assert_close(
+        check,
+        r.got.output,
+        r.exact.output,
+        r.same.output,
+        f"softcap: logits capped as {cap} * tanh(scaled logits / {cap}) (largest scaled logit {over * cap:g}, "
+        f"scale {scale if scale is not None else '1/sqrt(D_k)'})",
+        "output (B, H, T, D_v)",
+        where=_rows(check, shape, causal),
+    )
 
 
 @profiles.conformance
@@ -97,14 +106,25 @@ def test_softcap_comes_after_the_scale(adapter, dtype, check, data):
     r = _run(check, adapter, q, k, v, causal, scale, cap, f"cap {cap}")
     rows = _rows(check, shape, causal)
     # Cap before the scale: s * c * tanh(x / c) = (c s) * tanh(x s / (c s)), the spec's cap at c * s.
-    before = scaled_dot_product_attention(*(np.asarray(a, np.float64) for a in (q, k, v)), causal=causal,
-                                          alignment=check.alignment, scale=scale, logit_softcap=cap * s)
+    before = scaled_dot_product_attention(
+        *(np.asarray(a, np.float64) for a in (q, k, v)),
+        causal=causal,
+        alignment=check.alignment,
+        scale=scale,
+        logit_softcap=cap * s,
+    )
     tol = derive(np.where(rows, r.exact.output, 0.0), np.where(rows, r.same.output, 0.0), check.precision)
     apart = float(np.max(np.where(rows, np.abs(before - np.asarray(r.exact.output, np.float64)), 0.0)))
     assume(apart > APART * tol.atol)  # the case must tell the two orders apart
-    assert_close(check, r.got.output, r.exact.output, r.same.output,
-                 f"softcap: the cap {cap} applies after the scale {s:.6g} (capping before it gives an output "
-                 f"{apart:.3g} away)", "output (B, H, T, D_v)", where=rows)
+    assert_close(
+        check,
+        r.got.output,
+        r.exact.output,
+        r.same.output,
+        f"softcap: the cap {cap} applies after the scale {s:.6g} (capping before it gives an output {apart:.3g} away)",
+        "output (B, H, T, D_v)",
+        where=rows,
+    )
 
 
 @profiles.conformance
@@ -119,5 +139,10 @@ def test_large_cap_changes_nothing(adapter, dtype, check, data):
     cap = 1000.0 * largest
     a = _run(check, adapter, q, k, v, causal, scale, None, "no cap")
     b = _run(check, adapter, q, k, v, causal, scale, cap, f"cap {cap:g}")
-    assert_change(check, a, b, f"softcap: a cap of {cap:g}, a thousand times the largest scaled logit, changes nothing",
-                  where=_rows(check, shape, causal))
+    assert_change(
+        check,
+        a,
+        b,
+        f"softcap: a cap of {cap:g}, a thousand times the largest scaled logit, changes nothing",
+        where=_rows(check, shape, causal),
+    )

@@ -43,11 +43,14 @@ def _run(check, adapter, q, k, v, causal, window, label):
     alignment = check.alignment
     keywords = {} if window is None else {"window": window}
     return conventions.kernel_run(
-        check, label,
+        check,
+        label,
         lambda q, k, v, dtype: adapter.convention_attention(q, k, v, None, causal, None, dtype, **keywords),
-        lambda q, k, v, dtype: scaled_dot_product_attention(q, k, v, causal=causal, alignment=alignment, dtype=dtype,
-                                                            **keywords),
-        {"q": q, "k": k, "v": v})
+        lambda q, k, v, dtype: scaled_dot_product_attention(
+            q, k, v, causal=causal, alignment=alignment, dtype=dtype, **keywords
+        ),
+        {"q": q, "k": k, "v": v},
+    )
 
 
 @profiles.conformance
@@ -62,9 +65,16 @@ def test_window_agrees(adapter, dtype, check, data):
     q, k, v = conventions.kernel_arrays(shape, seed)
     r = _run(check, adapter, q, k, v, causal, window, f"window {window}")
     rows = conventions.rows_with_a_key(_visible(shape.T, shape.S, window, causal, check.alignment))
-    assert_close(check, r.got.output, r.exact.output, r.same.output,
-                 f"windows: a sliding window {window} (bounds inclusive, {check.alignment} positions"
-                 f"{', causal' if causal else ''}) is the spec's", "output (B, H, T, D_v)", where=rows)
+    assert_close(
+        check,
+        r.got.output,
+        r.exact.output,
+        r.same.output,
+        f"windows: a sliding window {window} (bounds inclusive, {check.alignment} positions"
+        f"{', causal' if causal else ''}) is the spec's",
+        "output (B, H, T, D_v)",
+        where=rows,
+    )
 
 
 @profiles.conformance
@@ -83,7 +93,11 @@ def test_window_as_wide_as_the_sequence_changes_nothing(adapter, dtype, check, d
     a = _run(check, adapter, q, k, v, causal, None, "no window")
     b = _run(check, adapter, q, k, v, causal, (left, right), f"window ({left}, {right})")
     rows = conventions.rows_with_a_key(_visible(shape.T, shape.S, None, causal, check.alignment))
-    assert_change(check, a, b,
-                  f"windows: a window ({left}, {right}) as wide as the sequence (T={shape.T}, S={shape.S}, "
-                  f"{check.alignment} positions{', causal' if causal else ''}) equals attention without one",
-                  where=rows)
+    assert_change(
+        check,
+        a,
+        b,
+        f"windows: a window ({left}, {right}) as wide as the sequence (T={shape.T}, S={shape.S}, "
+        f"{check.alignment} positions{', causal' if causal else ''}) equals attention without one",
+        where=rows,
+    )
