@@ -164,8 +164,8 @@ class NumpyAdapter(AdapterBase):
         return reference_rotary_embedding(
             x,
             positions,
-            layout=layout,
-            rotary_dim=rotary_dim,  # type: ignore[arg-type]
+            layout=layout,  # type: ignore[arg-type]  # checked by the reference
+            rotary_dim=rotary_dim,
             theta=theta,
             dtype=dtype,
         )
