@@ -36,6 +36,14 @@ class RotaryOnly(AdapterBase):
     def rotary_embedding(self, x, positions, dtype, *, layout, rotary_dim=None, theta=10000.0):
         return rotary_embedding(x, positions, layout=layout, rotary_dim=rotary_dim, theta=theta, dtype=dtype)
 
+class WindowWithoutMethod(AdapterBase):
+    """Declares sliding windows and implements no convention_attention."""
+    name = "window-without-method"
+    capabilities = Capabilities(level="layer", conventions=frozenset({"window"}))
+
+    def multi_head_attention(self, inputs, weights, dtype):
+        return multi_head_attention(inputs, weights, dtype=dtype)
+
 class WrongScaleDeclared(WrongScale):
     """WrongScale with its departure declared, one entry for releases not installed, one stale."""
     name = "wrong-scale-declared"
@@ -116,6 +124,18 @@ def test_rotary_only_adapter_runs_the_rotary_chapter_alone(adapters_module):
         "*test_agreement*rotary-only implements a rotary embedding only (capabilities.level='rotary'), no attention: "
         "test_agreement does not apply; test_rotary runs it*",
         "*test_windows*rotary-only implements a rotary embedding only*",
+    ])
+
+
+def test_a_declared_convention_without_its_method_fails(adapters_module):
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance.test_windows", "attnconf.conformance.test_decode", "--adapter",
+        "my_adapters:WindowWithoutMethod", "--dtype", "float64", "-p", "no:randomly", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 2 and outcomes.get("skipped") == 3, outcomes  # windows fail, decode skips
+    result.stdout.fnmatch_lines([
+        "*window-without-method declares 'window' (capabilities.conventions=*) but implements no convention_attention",
+        "*window-without-method does not declare 'kv_cache' (capabilities.kv_cache=False)*",
     ])
 
 
