@@ -85,6 +85,19 @@ def _rounded(arrays: Mapping[str, Any], dtype: str) -> dict[str, Any]:
     }
 
 
+def references(check: Checker, reference: Callable[..., Array], arrays: Mapping[str, Any]) -> tuple[Array, Array]:
+    """(exact, same-precision) results of `reference(**arrays, dtype=...)` on the arrays rounded to the dtype."""
+    x = _rounded(arrays, check.dtype)
+    e = exact_precision(check.dtype)
+    exact_arrays = {
+        n: np.asarray(a, dtype=storage_dtype(e))
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+        else a
+        for n, a in x.items()
+    }
+    return np.asarray(reference(**exact_arrays, dtype=e)), np.asarray(reference(**x, dtype=check.precision))
+
+
 def kernel_run(
     check: Checker, label: str, call: Callable[..., Any], reference: Callable[..., Array], arrays: Mapping[str, Any]
 ) -> Run:
@@ -95,15 +108,7 @@ def kernel_run(
     where the exact reference is finite (or of another kind or sign)."""
     __tracebackhide__ = True
     x = _rounded(arrays, check.dtype)
-    e = exact_precision(check.dtype)
-    exact_arrays = {
-        n: np.asarray(a, dtype=storage_dtype(e))
-        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
-        else a
-        for n, a in x.items()
-    }
-    exact = np.asarray(reference(**exact_arrays, dtype=e))
-    same = np.asarray(reference(**x, dtype=check.precision))
+    exact, same = references(check, reference, arrays)
     got = np.asarray(call(**x, dtype=check.dtype))
     if got.shape != exact.shape:
         fail(

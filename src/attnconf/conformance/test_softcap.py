@@ -103,19 +103,21 @@ def test_softcap_comes_after_the_scale(adapter, dtype, check, data):
     q, k, v = conventions.kernel_arrays(shape, seed)
     s = scale if scale is not None else 1 / math.sqrt(shape.D)
     q = _scaled_to(q, k, s, 10.0 * cap)
-    r = _run(check, adapter, q, k, v, causal, scale, cap, f"cap {cap}")
     rows = _rows(check, shape, causal)
-    # Cap before the scale: s * c * tanh(x / c) = (c s) * tanh(x s / (c s)), the spec's cap at c * s.
-    before = scaled_dot_product_attention(
-        *(np.asarray(a, np.float64) for a in (q, k, v)),
-        causal=causal,
-        alignment=check.alignment,
-        scale=scale,
-        logit_softcap=cap * s,
-    )
-    tol = derive(np.where(rows, r.exact.output, 0.0), np.where(rows, r.same.output, 0.0), check.precision)
-    apart = float(np.max(np.where(rows, np.abs(before - np.asarray(r.exact.output, np.float64)), 0.0)))
-    assume(apart > APART * tol.atol)  # the case must tell the two orders apart
+
+    def spec(c):
+        return lambda q, k, v, dtype: scaled_dot_product_attention(
+            q, k, v, causal=causal, alignment=check.alignment, scale=scale, logit_softcap=c, dtype=dtype
+        )
+
+    # The case must tell the orders apart (checked before the adapter runs). Cap before the scale:
+    # s * c * tanh(x / c) = (c s) * tanh(x s / (c s)), the spec's cap at c * s.
+    exact, same = conventions.references(check, spec(cap), {"q": q, "k": k, "v": v})
+    before, _ = conventions.references(check, spec(cap * s), {"q": q, "k": k, "v": v})
+    tol = derive(np.where(rows, exact, 0.0), np.where(rows, same, 0.0), check.precision)
+    apart = float(np.max(np.where(rows, np.abs(np.asarray(before, np.float64) - np.asarray(exact, np.float64)), 0.0)))
+    assume(apart > APART * tol.atol)
+    r = _run(check, adapter, q, k, v, causal, scale, cap, f"cap {cap}")
     assert_close(
         check,
         r.got.output,
