@@ -5,7 +5,9 @@
 like the reference. It is the control: it must pass every chapter, which shows that what the
 chapters catch in its subclasses is the bug, not this module's arithmetic. Each subclass
 overrides one step with a bug someone has shipped or could, and names in `caught_by` the
-chapters (conformance modules `test_<chapter>.py`) that must catch it.
+chapters (conformance modules `test_<chapter>.py`) that must catch it. The faults of the conventions
+of current models (rotary layouts, windows, soft caps, ALiBi slopes, the decode step, ragged lengths)
+are variants of the numpy adapter, in tests/faulty_conventions.py; the catalog includes them.
 
 Run the suite on one of them with (from the repository root)::
 
@@ -27,6 +29,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from faulty_conventions import (  # noqa: F401 - the catalog's adapters are `faulty:<name>`
+    CONVENTION_FAULTS,
+    AlibiPowerOfTwoSlopes,
+    ConventionFault,
+    DecodeTopLeft,
+    KeyLengthsOffByOne,
+    RotaryOtherLayout,
+    SoftcapBeforeScale,
+    WindowOneWider,
+)
 from hypothesis import Phase, settings
 
 from attnconf.adapters.base import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
@@ -583,7 +595,7 @@ PRECISION_AND_SHAPES: tuple[type[Pipeline], ...] = (
     OnlineSoftmaxNoRescale,
     FusedHeadDimDropsScale,
 )
-FAULTY: tuple[type[Pipeline], ...] = (
+FAULTY: tuple[type[Pipeline] | type[ConventionFault], ...] = (
     ScaleOverD,
     NoScale,
     GivenScaleIgnored,
@@ -607,6 +619,7 @@ FAULTY: tuple[type[Pipeline], ...] = (
     BatchPacked,
     DropoutLeftOn,
     *PRECISION_AND_SHAPES,
+    *CONVENTION_FAULTS,
 )
 
 #: The chapters the catalog runs: every invariant chapter, and agreement for comparison.
@@ -620,6 +633,12 @@ CHAPTERS = (
     "heads",
     "batches",
     "determinism",
+    "rotary",
+    "windows",
+    "softcap",
+    "alibi",
+    "decode",
+    "lengths",
     "agreement",
 )
 #: The precisions the catalog runs in.

@@ -112,3 +112,18 @@ def test_traits_fill_defaults_and_read_proxies(pool: WorkerPool) -> None:
     )
     with pytest.raises(ValueError, match="declares no process_group"):
         RemoteAdapter("test_placement:Bare", NumpyAdapter, pool)
+
+
+def test_a_worker_adapter_takes_keyword_arguments(pool: WorkerPool) -> None:
+    """The convention methods take keywords (`window=`, `layout=`, `cache_lengths=`): they cross to the worker."""
+    import numpy as np
+
+    from attnconf.reference import rotary_embedding, scaled_dot_product_attention
+
+    adapter, _ = placement.open_adapter(handle(Grouped), pool, "auto")
+    assert isinstance(adapter, RemoteAdapter)
+    q = np.random.default_rng(0).standard_normal((1, 2, 3, 4))
+    got = adapter.convention_attention(q, q, q, None, False, None, "float64", window=(1, 0))
+    np.testing.assert_array_equal(got, scaled_dot_product_attention(q, q, q, window=(1, 0)))
+    rotated = adapter.rotary_embedding(q, np.arange(3), "float64", layout="interleaved", theta=10.0)
+    np.testing.assert_array_equal(rotated, rotary_embedding(q, np.arange(3), layout="interleaved", theta=10.0))

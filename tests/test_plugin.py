@@ -9,8 +9,8 @@ import pytest
 ADAPTERS = '''
 import numpy as np
 from attnconf.adapters.numpy_ref import NumpyAdapter
-from attnconf.adapters.base import AttentionOutputs, Capabilities
-from attnconf.reference import multi_head_attention
+from attnconf.adapters.base import AdapterBase, AttentionOutputs, Capabilities
+from attnconf.reference import multi_head_attention, rotary_embedding
 
 class Good(NumpyAdapter):
     name = "good"
@@ -27,6 +27,22 @@ class WrongScale(NumpyAdapter):
 
 class NotAnAdapter:
     name = "broken"
+
+class RotaryOnly(AdapterBase):
+    """A rotary embedding and nothing else (the reference's): level "rotary"."""
+    name = "rotary-only"
+    capabilities = Capabilities(level="rotary", rotary_layouts=frozenset({"half"}))
+
+    def rotary_embedding(self, x, positions, dtype, *, layout, rotary_dim=None, theta=10000.0):
+        return rotary_embedding(x, positions, layout=layout, rotary_dim=rotary_dim, theta=theta, dtype=dtype)
+
+class WindowWithoutMethod(AdapterBase):
+    """Declares sliding windows and implements no convention_attention."""
+    name = "window-without-method"
+    capabilities = Capabilities(level="layer", conventions=frozenset({"window"}))
+
+    def multi_head_attention(self, inputs, weights, dtype):
+        return multi_head_attention(inputs, weights, dtype=dtype)
 
 class WrongScaleDeclared(WrongScale):
     """WrongScale with its departure declared, one entry for releases not installed, one stale."""
@@ -95,6 +111,32 @@ def test_wrong_adapter_fails_with_a_useful_message(adapters_module):
     failed = [t for t in results["tests"] if t["outcome"] == "failed"]
     assert failed and all(t["adapter"] == "wrong-scale" for t in failed)
     assert failed[0]["measurements"][0]["max_abs"] > failed[0]["measurements"][0]["atol"]
+
+
+def test_rotary_only_adapter_runs_the_rotary_chapter_alone(adapters_module):
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance.test_rotary", "attnconf.conformance.test_agreement",
+        "attnconf.conformance.test_causality", "attnconf.conformance.test_windows", "--adapter",
+        "my_adapters:RotaryOnly", "--dtype", "float32", "-p", "no:randomly", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed") == 2 and "failed" not in outcomes and "errors" not in outcomes, outcomes
+    result.stdout.fnmatch_lines([
+        "*test_agreement*rotary-only implements a rotary embedding only (capabilities.level='rotary'), no attention: "
+        "test_agreement does not apply; test_rotary runs it*",
+        "*test_windows*rotary-only implements a rotary embedding only*",
+    ])
+
+
+def test_a_declared_convention_without_its_method_fails(adapters_module):
+    result = adapters_module.runpytest_subprocess(
+        "--pyargs", "attnconf.conformance.test_windows", "attnconf.conformance.test_decode", "--adapter",
+        "my_adapters:WindowWithoutMethod", "--dtype", "float64", "-p", "no:randomly", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 2 and outcomes.get("skipped") == 3, outcomes  # windows fail, decode skips
+    result.stdout.fnmatch_lines([
+        "*window-without-method declares 'window' (capabilities.conventions=*) but implements no convention_attention",
+        "*window-without-method does not declare 'kv_cache' (capabilities.kv_cache=False)*",
+    ])
 
 
 def test_object_that_is_not_an_adapter_is_refused(adapters_module):

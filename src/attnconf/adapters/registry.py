@@ -79,7 +79,10 @@ def validate(obj: Any, source: str) -> Any:
         problems.append(f"`capabilities` must be an attnconf.adapters.Capabilities, got {type(caps).__name__}")
     if not callable(getattr(obj, "versions", None)):
         problems.append("`versions()` method is missing")
-    if not callable(getattr(obj, "multi_head_attention", None)):
+    rotary_only = isinstance(caps, Capabilities) and caps.level == "rotary"
+    if rotary_only and not callable(getattr(obj, "rotary_embedding", None)):
+        problems.append("level='rotary' but `rotary_embedding(x, positions, dtype, *, layout, ...)` is missing")
+    if not rotary_only and not callable(getattr(obj, "multi_head_attention", None)):
         problems.append("`multi_head_attention(inputs, weights, dtype)` method is missing")
     if isinstance(caps, Capabilities):
         if caps.level == "kernel" and not callable(getattr(obj, "dot_product_attention", None)):

@@ -150,11 +150,11 @@ class Worker:
             raise AdapterCallError(*reply[1:])
         return reply[1]
 
-    def call(self, spec: str, method: str, *args: Any) -> Any:
+    def call(self, spec: str, method: str, *args: Any, **kwargs: Any) -> Any:
         if spec not in self.loaded:
             self._exchange(("load", spec))
             self.loaded.add(spec)
-        return self._exchange(("call", spec, method, args))
+        return self._exchange(("call", spec, method, args, kwargs))
 
     def call_beside(self, spec: str, helper: str, method: str, *args: Any) -> Any:
         """`helper(adapter).method(*args)` in the worker, `helper` ("module:Class") built once per adapter."""
@@ -227,7 +227,7 @@ class RemoteAdapter:
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_") or not callable(getattr(self.cls, method, None)):
             raise AttributeError(method)
-        return lambda *args: self._worker.call(self.spec, method, *args)
+        return lambda *args, **kwargs: self._worker.call(self.spec, method, *args, **kwargs)
 
     def beside(self, helper: str) -> Beside:
         """A proxy for `helper(adapter)` ("module:Class") built in this adapter's worker, next to it."""
@@ -283,8 +283,8 @@ def _serve() -> None:
                     helpers[spec, helper] = _helper_class(helper)(adapters[spec])
                 reply = ("ok", getattr(helpers[spec, helper], method)(*args))
             else:
-                _, spec, method, args = request
-                reply = ("ok", getattr(adapters[spec], method)(*args))
+                _, spec, method, args, kwargs = request
+                reply = ("ok", getattr(adapters[spec], method)(*args, **kwargs))
         except Exception as err:  # reported to the parent, which re-raises it
             reply = ("err", type(err).__name__, str(err), traceback.format_exc())
         _write(proto, reply)

@@ -146,15 +146,30 @@ def adapter_versions(adapter: Any) -> dict[str, str]:
     return distribution_versions(dists) if dists else dict(adapter.versions())
 
 
+#: The chapters a rotary-only adapter (``capabilities.level == "rotary"``: a rotary embedding, no
+#: attention) runs; every other chapter is skipped for it, with the reason (`_level_skip`).
+ROTARY_CHAPTERS = ("attnconf.conformance.test_rotary",)
+
+
+def _level_skip(adapter: Any, module_name: str) -> list[pytest.MarkDecorator]:
+    """A skip mark for an attention chapter on a rotary-only adapter, else none."""
+    if adapter.capabilities.level != "rotary" or module_name in ROTARY_CHAPTERS:
+        return []
+    chapter = module_name.rpartition(".")[2]
+    return [pytest.mark.skip(reason=f"{adapter.name} implements a rotary embedding only (capabilities.level="
+                                    f"'rotary'), no attention: {chapter} does not apply; test_rotary runs it")]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "adapter" not in metafunc.fixturenames or not _is_conformance(metafunc.module.__name__, metafunc.definition):
         return
     st = state(metafunc.config)
+    module = metafunc.module.__name__
     if "dtype" in metafunc.fixturenames:
         params = []
         for a in st["adapters"]:
             for d in st["dtypes"]:
-                marks = []
+                marks = _level_skip(a, module)
                 if d not in a.capabilities.dtypes:
                     why = a.capabilities.limit(d)
                     marks.append(pytest.mark.skip(reason=f"{a.name} does not run {d} (capabilities.dtypes)"
@@ -162,7 +177,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 params.append(pytest.param(a, d, id=f"{a.name}-{d}", marks=marks))
         metafunc.parametrize("adapter,dtype", params)
     else:
-        metafunc.parametrize("adapter", [pytest.param(a, id=a.name) for a in st["adapters"]])
+        metafunc.parametrize("adapter", [pytest.param(a, id=a.name, marks=_level_skip(a, module))
+                                         for a in st["adapters"]])
 
 
 def _param(item: pytest.Item, name: str) -> Any:
