@@ -1,0 +1,48 @@
+"""The native-convention adapters agree with the spec (tests/native_conventions.py), one framework
+family per process, in float32 only (the conformance chapters run every dtype)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnconf.adapters import registry
+
+HERE = Path(__file__).parent
+
+#: family -> (adapter paths, the checks each must have run, at least)
+FAMILIES = {
+    "jax": (
+        ["attnconf.adapters.jax_dpa:JaxDPA"],
+        {"conv/window-left", "conv/window-none-left", "conv/alibi-6", "conv/lengths"},
+    ),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_native_conventions_match_the_spec(family):
+    specs, required = FAMILIES[family]
+    runnable = [s for s in specs if registry.load(s).available]
+    if not runnable:
+        pytest.skip(f"no {family} adapter can run here")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "native_conventions.py"), "--dtypes=float32", *runnable],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [line["adapter"] for line in lines] == runnable
+    for line in lines:
+        ratios = line["ratios"]["float32"]
+        assert required <= set(ratios), (line["adapter"], sorted(ratios))
+        failing = {case: r for case, r in ratios.items() if not r <= 1.0}
+        assert not failing, f"{line['adapter']}: error / derived tolerance > 1: {failing}"
