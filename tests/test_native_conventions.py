@@ -21,6 +21,10 @@ FAMILIES = {
         ["attnconf.adapters.jax_dpa:JaxDPA"],
         {"conv/window-left", "conv/window-none-left", "conv/alibi-6", "conv/lengths"},
     ),
+    "torch": (
+        ["attnconf.adapters.torch_sdpa_lower_right:TorchSDPALowerRight"],
+        {"decode/one-token", "decode/chunk", "decode/ragged-cache"},
+    ),
 }
 
 
