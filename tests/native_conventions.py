@@ -144,7 +144,7 @@ def check_rotary(adapter: Any, dtype: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for layout in sorted(caps.rotary_layouts):
         for rotary_dim, theta, offset in [(None, 10000.0, 0), (None, 500000.0, 37), (4, 10000.0, 5)]:
-            if rotary_dim is not None and not caps.rotary_partial:
+            if (rotary_dim is not None and not caps.rotary_partial) or (theta != 10000.0 and not caps.rotary_theta):
                 continue
             rng = _rng(layout, rotary_dim, theta, dtype)
             x = round_to(rng.standard_normal((2, 3, 5, 8)), dtype)

@@ -34,6 +34,10 @@ FAMILIES = {
             "conv/lengths",
             "conv/all",
         },
+        "attnconf.adapters.transformers_rotary:HFLlamaRotary": {"rotary/half-rNone-theta500000-p37"},
+        "attnconf.adapters.transformers_rotary:HFGPTNeoXRotary": {"rotary/half-r4-theta10000-p5"},
+        "attnconf.adapters.transformers_rotary:HFCohereRotary": {"rotary/interleaved-rNone-theta500000-p37"},
+        "attnconf.adapters.transformers_rotary:HFGPTJRotary": {"rotary/interleaved-r4-theta10000-p5"},
     },
 }
 
