@@ -40,9 +40,13 @@ _ARGUMENTS = {"window": "local_window_size", "lengths": "query_seq_lengths", "al
 
 def jax_dpa_conventions() -> frozenset[str]:
     """The conventions the installed `jax.nn.dot_product_attention` takes: those whose argument its
-    signature has (`inspect.signature`; imports jax). Older releases lack `local_window_size`."""
+    signature has (`inspect.signature`; imports jax). Older releases lack `local_window_size`; no jax
+    installed: none."""
+    import importlib.util
     import inspect
 
+    if importlib.util.find_spec("jax") is None:
+        return frozenset()
     params = inspect.signature(jax().nn.dot_product_attention).parameters
     return frozenset(c for c, arg in _ARGUMENTS.items() if arg in params)
 
