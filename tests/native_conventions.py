@@ -117,7 +117,10 @@ def check_decode(adapter: Any, dtype: str) -> dict[str, float]:
         ("one-token", 2, 4, 2, 6, 1, 8, False),
         ("chunk", 1, 2, 2, 5, 3, 8, False),
         ("ragged-cache", 3, 2, 1, 6, 2, 8, True),
+        ("ragged-cache-mha", 2, 2, 2, 5, 2, 8, True),
     ]:
+        if H_kv != H and not adapter.capabilities.gqa:
+            continue
         rng = _rng(name, dtype)
         shapes = (
             (B, H, T_new, D),

@@ -39,7 +39,13 @@ FAMILIES = {
         "attnconf.adapters.transformers_rotary:HFCohereRotary": {"rotary/interleaved-rNone-theta500000-p37"},
         "attnconf.adapters.transformers_rotary:HFGPTJRotary": {"rotary/interleaved-r4-theta10000-p5"},
     },
+    "keras-torch": {
+        "attnconf.adapters.keras_hub_rotary:KerasHubRotary": {"rotary/half-rNone-theta500000-p37"},
+        "attnconf.adapters.keras_hub_cached_mha:KerasHubCachedMHA": {"decode/chunk", "decode/ragged-cache-mha"},
+    },
 }
+#: environment of a family's process
+ENVIRONMENT = {"keras-torch": {"KERAS_BACKEND": "torch"}}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -48,7 +54,11 @@ def test_native_conventions_match_the_spec(family):
     runnable = [s for s in required if registry.load(s).available]
     if not runnable:
         pytest.skip(f"no {family} adapter can run here")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        **ENVIRONMENT.get(family, {}),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
         [sys.executable, str(HERE / "native_conventions.py"), "--dtypes=float32", *runnable],
         capture_output=True,
