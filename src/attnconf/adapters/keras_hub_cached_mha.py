@@ -1,4 +1,9 @@
-"""keras-hub's `CachedMultiHeadAttention` (a KV-cache layer) behind `decode_step`, on Keras 3's torch backend.
+"""keras-hub's `CachedMultiHeadAttention` (a KV-cache layer), on Keras 3's torch backend.
+
+Without a cache the layer is Keras's `MultiHeadAttention` (it subclasses it): the layer chapters
+run on it through the Keras adapter's flow (`KerasMHA`, adapters/keras_mha.py), with the layer
+built by keras-hub. Its `call` has no `use_causal_mask` (keras-hub's decoders pass a mask from
+`compute_causal_mask`), so it declares no causal flag.
 
 The contract's decode step works on heads `(B, H, N, D)`; the layer projects its inputs itself.
 The adapter builds it with identity projections (``num_heads=H, key_dim=D, use_bias=False``; the
@@ -19,13 +24,15 @@ with keras-hub 0.32.0 on keras 3.15.1 (torch backend).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-from attnconf.adapters._keras_common import backend_settings, float64_precision, keras3, numpy_of
-from attnconf.contract import AdapterBase, AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference._checks import FLOAT_DTYPES, invalid
+from attnconf.adapters._keras_common import keras3, numpy_of
+from attnconf.adapters.keras_mha import KerasMHA
+from attnconf.contract import AttentionInputs, Capabilities
+from attnconf.reference._checks import invalid
 
 Array = np.ndarray[Any, Any]
 BACKEND = "torch"
@@ -37,41 +44,37 @@ def _tokens(x: Array) -> Array:
     return np.ascontiguousarray(np.transpose(x, (0, 2, 1, 3)).reshape(B, N, H * D))
 
 
-class KerasHubCachedMHA(AdapterBase):
-    """`keras_hub.layers.CachedMultiHeadAttention` with a cache and `cache_update_index`, identity projections."""
-
-    name = "keras_hub.layers.CachedMultiHeadAttention"
-    framework = "keras"
-    api = "keras_hub.layers.CachedMultiHeadAttention"
-    distributions = ("keras-hub", "keras", "torch")
-    modules = ("keras_hub", "keras", "torch")
-    process_group = backend_settings(BACKEND)["process_group"]
-    environment = backend_settings(BACKEND)["environment"]
+class KerasHubCachedMHA(KerasMHA, backend=BACKEND):
+    """`keras_hub.layers.CachedMultiHeadAttention`: the layer without a cache; `decode_step` with one."""
 
     @classmethod
     def _capabilities(cls) -> Capabilities:
-        return Capabilities(
-            level="kernel",
+        return dataclasses.replace(
+            super()._capabilities(),
             causal=False,
             causal_alignment=None,
             causal_with_mask=False,
-            returns_weights=False,
-            gqa=False,
-            custom_scale=False,
             kv_cache=True,
-            dtypes=frozenset(FLOAT_DTYPES),
-            precision=float64_precision(BACKEND),
-            notes="decode_step only: identity projections, the cache filled at cache_update_index, keras-hub's "
-            "compute_causal_mask (attention chapters: not an attention kernel)",
+            notes="keras-hub's CachedMultiHeadAttention: its call has no use_causal_mask (no causal flag); "
+            "decode_step with identity projections, the cache filled at cache_update_index, keras-hub's "
+            "compute_causal_mask; fused path (ops.dot_product_attention)",
         )
 
-    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
-        raise NotImplementedError(f"{self.name}: this adapter exercises decode_step only")
+    def _new_layer(self, arguments: dict[str, Any], dtype: str, dropout: float, widths: tuple[int, int, int]) -> Any:
+        keras3(BACKEND)
+        import keras_hub
 
-    def dot_product_attention(
-        self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool, scale: float | None, dtype: str
-    ) -> Array:
-        raise NotImplementedError(f"{self.name}: this adapter exercises decode_step only")
+        layer = keras_hub.layers.CachedMultiHeadAttention(
+            **arguments, dropout=dropout, dtype=dtype, kernel_initializer="zeros"
+        )  # set_weights follows
+        E_q, E_k, E_v = widths
+        layer.build((None, None, E_q), (None, None, E_v), (None, None, E_k))
+        return layer
+
+    def _kwargs(self, inputs: AttentionInputs, mask: Array | None) -> dict[str, Any]:
+        if inputs.causal:
+            raise invalid("causal", f"False ({self.api}.call has no use_causal_mask)", True)
+        return super()._kwargs(inputs, mask)
 
     def decode_step(
         self,
@@ -97,7 +100,6 @@ class KerasHubCachedMHA(AdapterBase):
         if scale is not None and not np.isclose(scale, 1 / np.sqrt(D), rtol=0, atol=0):
             raise invalid("scale", "None or 1/sqrt(D) (the layer has no scale argument)", repr(scale))
         keras = keras3(BACKEND)
-        import keras_hub
         from keras_hub.src.layers.modeling.transformer_layer_utils import (
             compute_causal_mask,
             merge_padding_and_attention_mask,
@@ -105,8 +107,7 @@ class KerasHubCachedMHA(AdapterBase):
 
         ops = keras.ops
         E = H * D
-        layer = keras_hub.layers.CachedMultiHeadAttention(num_heads=H, key_dim=D, use_bias=False, dtype=dtype)
-        layer.build((None, None, E), (None, None, E), (None, None, E))
+        layer = self._new_layer({"num_heads": H, "key_dim": D, "use_bias": False}, dtype, 0.0, (E, E, E))
         eye = np.eye(E)
         kernels = {
             "query/kernel": eye.reshape(E, H, D),
@@ -139,3 +140,9 @@ class KerasHubCachedMHA(AdapterBase):
             training=False,
         )
         return np.ascontiguousarray(np.transpose(numpy_of(out, dtype, BACKEND).reshape(B, T_new, H, D), (0, 2, 1, 3)))
+
+
+KerasHubCachedMHA.name = "keras_hub.layers.CachedMultiHeadAttention"
+KerasHubCachedMHA.api = "keras_hub.layers.CachedMultiHeadAttention"
+KerasHubCachedMHA.distributions = ("keras-hub", "keras", "torch")
+KerasHubCachedMHA.modules = ("keras_hub", "keras", "torch")
