@@ -111,6 +111,8 @@ class Capabilities:
             ("half": rotate-half, GPT-NeoX and Hugging Face LLaMA; "interleaved": pairs
             ``(2i, 2i+1)``, GPT-J and Meta's LLaMA).
         rotary_partial: its `rotary_embedding` rotates only the first `rotary_dim` of D.
+        rotary_theta: its `rotary_embedding` takes a base `theta` other than 10000 (False: the
+            framework fixes the base, e.g. GPT-J's table; `theta` is then always 10000.0).
         notes: free text shown by `attnconf list`.
         limits: ``(what, why)`` pairs for what the framework cannot do at all, each a dtype left
             out of `dtypes` or a flag above that is False (``("float16", "raises ... (link)")``):
@@ -157,6 +159,7 @@ class Capabilities:
     kv_cache: bool = False
     rotary_layouts: frozenset[str] = frozenset()
     rotary_partial: bool = False
+    rotary_theta: bool = True
     notes: str = ""
     limits: tuple[tuple[str, str], ...] = ()
     precision: tuple[tuple[str, str, str], ...] = ()
@@ -485,7 +488,8 @@ class OptionalMethods(Protocol):
     rotary_embedding(x, positions, dtype, *, layout, rotary_dim=None, theta=10000.0) -> ndarray
         The framework's rotary position embedding (``capabilities.rotary_layouts``): x
         `(B, H, N, D)`, positions `(B, N)` ints, `layout` one of the declared layouts,
-        `rotary_dim` (passed only with ``capabilities.rotary_partial``), `theta` the base.
+        `rotary_dim` (passed only with ``capabilities.rotary_partial``), `theta` the base (other
+        than 10000.0 only with ``capabilities.rotary_theta``).
         Returns `(B, H, N, D)`; the spec is `attnconf.reference.rotary_embedding`.
     expected_differences (attribute)
         The adapter's own declared departures, a list of dicts in the format of

@@ -33,6 +33,7 @@ from attnconf.adapters._jax_common import (
     to_jax,
     to_numpy,
 )
+from attnconf.adapters.jax_dpa_conventions import JaxConventions, jax_dpa_conventions
 from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference._checks import FLOAT_DTYPES, invalid
@@ -52,8 +53,10 @@ def _from_native(x: Any, dtype: str) -> Array:
     return np.ascontiguousarray(np.swapaxes(to_numpy(x, dtype), 1, 2))
 
 
-class JaxDPA(KernelAdapterBase):
-    """`jax.nn.dot_product_attention` with `implementation=None`, jitted once per flag set."""
+class JaxDPA(JaxConventions, KernelAdapterBase):
+    """`jax.nn.dot_product_attention` with `implementation=None`, jitted once per flag set; the
+    conventions of current models (`convention_attention`) through its own arguments
+    (adapters/jax_dpa_conventions.py)."""
 
     name = API
     framework = "jax"
@@ -63,7 +66,8 @@ class JaxDPA(KernelAdapterBase):
     process_group = PROCESS_GROUP
     @classmethod
     def _capabilities(cls) -> Capabilities:
-        """From the installed jax's release (package metadata; nothing is imported)."""
+        """From the installed jax's release (package metadata) and, for the conventions, the signature of
+        `jax.nn.dot_product_attention` (imports jax)."""
         # fewer kv heads than query heads from jax 0.4.32 on (jax-ml/jax#22477; measured: 0.4.31
         # raises "query shape should be [B, -1, N_kv, H]")
         gqa = not release_in("jax", "<0.4.32")
@@ -76,6 +80,7 @@ class JaxDPA(KernelAdapterBase):
             precision=precision, causal=True, causal_alignment="top_left", causal_with_mask=True,
             returns_weights=False, gqa=gqa, kdim_vdim=True, value_dim=False, head_dim=True,
             output_dim=True, bias_free=True, custom_scale=True, weight_round_trip=False, gradients=True,
+            conventions=jax_dpa_conventions(),
             notes="value must have key's shape (D_v = D_k); projections by the reference"
             + ("" if gqa else "; this jax requires as many kv heads as query heads (GQA came in 0.4.32, "
                "jax-ml/jax#22477)"),

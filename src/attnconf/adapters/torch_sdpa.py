@@ -52,6 +52,9 @@ class TorchSDPA(KernelAdapterBase):
     distributions = ("torch",)
     modules = ("torch",)
     process_group = "torch"
+    #: the torch call on tensors (a variant swaps it: adapters/torch_sdpa_lower_right.py)
+    _call = staticmethod(_sdpa)
+
     @classmethod
     def _capabilities(cls) -> Capabilities:
         return Capabilities(
@@ -65,7 +68,7 @@ class TorchSDPA(KernelAdapterBase):
                               scale: float | None, dtype: str) -> Array:
         t = _torch.torch()
         with t.inference_mode():
-            out = _sdpa(*(_torch.tensor(a, dtype) for a in (q, k, v)), _mask(mask, dtype), causal, scale)
+            out = self._call(*(_torch.tensor(a, dtype) for a in (q, k, v)), _mask(mask, dtype), causal, scale)
         return _torch.to_numpy(out, dtype)
 
     def dot_product_attention_vjp(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
@@ -73,7 +76,7 @@ class TorchSDPA(KernelAdapterBase):
         """Gradients of `sum(output * cotangent)` with respect to "q", "k", "v" (torch autograd)."""
         t = _torch.torch()
         leaves = [_torch.tensor(a, dtype, requires_grad=True) for a in (q, k, v)]
-        out = _sdpa(*leaves, _mask(mask, dtype), causal, scale)
+        out = self._call(*leaves, _mask(mask, dtype), causal, scale)
         grads = t.autograd.grad(out, leaves, _torch.tensor(cotangent, dtype))
         return {n: _torch.to_numpy(g, dtype) for n, g in zip(("q", "k", "v"), grads, strict=True)}
 
@@ -94,7 +97,7 @@ class TorchSDPA(KernelAdapterBase):
             return y if f"{n}_bias" not in w else y + w[f"{n}_bias"][None, :, None, :]
 
         mask = None if inputs.mask is None else t.from_numpy(np.ascontiguousarray(inputs.mask[:, None]))
-        o = _sdpa(heads("query"), heads("key"), heads("value"), mask, inputs.causal, inputs.scale)
+        o = self._call(heads("query"), heads("key"), heads("value"), mask, inputs.causal, inputs.scale)
         out = t.einsum("bhtd,hde->bte", o, w["output_kernel"])
         if "output_bias" in w:
             out = out + w["output_bias"]
