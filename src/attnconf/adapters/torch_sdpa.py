@@ -17,6 +17,7 @@ torch so that autograd sees the whole layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ class TorchSDPA(KernelAdapterBase):
     modules = ("torch",)
     process_group = "torch"
     #: the torch call on tensors (a variant swaps it: adapters/torch_sdpa_lower_right.py)
-    _call = staticmethod(_sdpa)
+    _call: Callable[..., Any] = staticmethod(_sdpa)
 
     @classmethod
     def _capabilities(cls) -> Capabilities:

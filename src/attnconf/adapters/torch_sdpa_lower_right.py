@@ -18,6 +18,7 @@ batch); there the step adds torch's other documented form, a boolean `attn_mask`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ class TorchSDPALowerRight(TorchSDPA):
         "2.2",
         "lacks torch.nn.attention.bias.causal_lower_right (its docs start with torch 2.2, Dec 2023)",
     )
-    _call = staticmethod(_sdpa_lower_right)
+    _call: Callable[..., Any] = staticmethod(_sdpa_lower_right)
 
     @classmethod
     def _capabilities(cls) -> Capabilities:

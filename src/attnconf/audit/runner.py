@@ -83,6 +83,12 @@ def _audit_adapter(item: _Audited, adapter: Any, scenarios: list[Scenario], canc
         raise _Cancelled
     started = time.monotonic()
     name = item.handle.name
+    if getattr(getattr(adapter, "capabilities", None), "level", None) == "rotary":
+        for sc in scenarios:  # the scenarios observe attention; a rotary-only adapter has none
+            item.results[sc.id] = _result("not_run", "not run: a rotary embedding only (capabilities.level='rotary')")
+        item.done = True
+        progress(f"audit: {name}: a rotary embedding only, no attention scenario applies")
+        return
     progress(f"audit: {name}: starting")
     audit = beside(adapter, AdapterAudit)  # measured where the adapter lives: here, or in its worker
     try:
