@@ -44,7 +44,8 @@ def _draw(adapter, data):
     layout = data.draw(st.sampled_from([lay for lay in ROTARY_LAYOUTS if lay in caps.rotary_layouts]), label="layout")
     dims = (None, shape.D // 2, 2) if caps.rotary_partial else (None,)
     rotary_dim = data.draw(st.sampled_from(dims), label="rotary_dim")
-    theta = data.draw(st.sampled_from(THETAS), label="theta")
+    # a base other than 10000 only where the adapter takes one (capabilities.rotary_theta)
+    theta = data.draw(st.sampled_from(THETAS if caps.rotary_theta else THETAS[:1]), label="theta")
     return shape, seed, layout, rotary_dim, theta
 
 
