@@ -29,7 +29,8 @@ DISTRIBUTIONS = ("mlx", "mlx-cpu")
 #: computed in float32 (measured with mlx 0.32.4 on the CPU: worst 1.1e-7 against float64 on
 #: D = 4 heads, float32-sized, with the scale 0.5 exact in float32 as well).
 FLOAT64_PRECISION = (
-    "float64", "float32",
+    "float64",
+    "float32",
     "mx.fast.scaled_dot_product_attention computes its softmax in float32 whatever the input precision "
     "(documented in its docstring: https://ml-explore.github.io/mlx/build/html/python/_autosummary/"
     "mlx.core.fast.scaled_dot_product_attention.html) and takes its scale as a C++ float "

@@ -86,9 +86,21 @@ class MlxMHA(AdapterBase):
     @classmethod
     def _capabilities(cls) -> Capabilities:
         return Capabilities(
-            level="layer", causal=False, causal_alignment=None, causal_with_mask=False, returns_weights=False,
-            gqa=False, mqa=False, kdim_vdim=True, value_dim=True, head_dim=True, output_dim=True,
-            bias_free=True, custom_scale=False, weight_round_trip=True, gradients=True,
+            level="layer",
+            causal=False,
+            causal_alignment=None,
+            causal_with_mask=False,
+            returns_weights=False,
+            gqa=False,
+            mqa=False,
+            kdim_vdim=True,
+            value_dim=True,
+            head_dim=True,
+            output_dim=True,
+            bias_free=True,
+            custom_scale=False,
+            weight_round_trip=True,
+            gradients=True,
             precision=(common.FLOAT64_PRECISION,),
             notes="one bias switch (all four biases or none); additive mask (finfo.min where hidden); no causal "
             "flag, scale fixed at 1/sqrt(D_k); float64 attention computed in float32 (its SDPA kernel)",
@@ -108,9 +120,15 @@ class MlxMHA(AdapterBase):
         if key not in self._layers:
             common.mx()  # the CPU device, before the first array is made
             layer = nn.MultiHeadAttention(
-                H * w.key_head_dim, H, query_input_dims=w.query_dim, key_input_dims=w.key_dim,
-                value_input_dims=w.value_dim, value_dims=H * w.value_head_dim, value_output_dims=w.output_dim,
-                bias=bias)
+                H * w.key_head_dim,
+                H,
+                query_input_dims=w.query_dim,
+                key_input_dims=w.key_dim,
+                value_input_dims=w.value_dim,
+                value_dims=H * w.value_head_dim,
+                value_output_dims=w.output_dim,
+                bias=bias,
+            )
             layer.eval()
             self._layers[key] = layer
         layer = self._layers[key]
@@ -142,8 +160,9 @@ class MlxMHA(AdapterBase):
         self._check(inputs)
         return self._run(inputs, weights, dtype, self._additive(inputs.mask, dtype))
 
-    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                              native_mask: Array) -> AttentionOutputs:
+    def native_mask_attention(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
+    ) -> AttentionOutputs:
         """`native_mask` `(B, T, S)` handed to the layer's `mask` as is (bool or float), as `(B, 1, T, S)`."""
         self._check(inputs)
         return self._run(inputs, weights, dtype, common.to_mlx(np.asarray(native_mask)[:, None], dtype))
@@ -155,8 +174,9 @@ class MlxMHA(AdapterBase):
         params = {n: common.to_numpy(a, dtype) for n, a in tree_flatten(layer.parameters())}
         return from_native(params, weights.num_heads)
 
-    def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                                 cotangent: Array) -> dict[str, Array]:
+    def multi_head_attention_vjp(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
+    ) -> dict[str, Array]:
         """`mx.vjp` of the layer with respect to its three inputs and its parameters, canonical layout."""
         from mlx.utils import tree_unflatten
 
@@ -173,5 +193,9 @@ class MlxMHA(AdapterBase):
         primals += [common.to_mlx(a, dtype) for a in to_native(weights).values()]
         _, grads = common.mx().vjp(run, primals, [common.to_mlx(round_to(cotangent, dtype), dtype)])
         native = {n: common.to_numpy(g, dtype) for n, g in zip(names, grads[3:], strict=True)}
-        return {"query": common.to_numpy(grads[0], dtype), "key": common.to_numpy(grads[1], dtype),
-                "value": common.to_numpy(grads[2], dtype), **from_native(native, weights.num_heads).arrays()}
+        return {
+            "query": common.to_numpy(grads[0], dtype),
+            "key": common.to_numpy(grads[1], dtype),
+            "value": common.to_numpy(grads[2], dtype),
+            **from_native(native, weights.num_heads).arrays(),
+        }

@@ -36,8 +36,10 @@ API = "mlx.core.fast.scaled_dot_product_attention"
 def mlx_mask(mask: Array | None, causal: bool, dtype: str) -> Any:
     """MLX's `mask` argument for a boolean (or additive float) NumPy `mask` and the causal flag."""
     if mask is not None and causal:
-        raise NotImplementedError(f"{API} takes either a mask array or mask='causal' (one `mask` argument), "
-                                  "received both a mask and causal=True")
+        raise NotImplementedError(
+            f"{API} takes either a mask array or mask='causal' (one `mask` argument), "
+            "received both a mask and causal=True"
+        )
     if causal:
         return "causal"
     return None if mask is None else common.to_mlx(np.asarray(mask), dtype)
@@ -62,36 +64,60 @@ class MlxSDPA(KernelAdapterBase):
     @classmethod
     def _capabilities(cls) -> Capabilities:
         return Capabilities(
-            level="kernel", causal=True, causal_alignment="bottom_right", causal_with_mask=False,
-            returns_weights=False, gqa=True, mqa=True, kdim_vdim=True, value_dim=True, head_dim=True,
-            output_dim=True, bias_free=True, custom_scale=True, gradients=True,
+            level="kernel",
+            causal=True,
+            causal_alignment="bottom_right",
+            causal_with_mask=False,
+            returns_weights=False,
+            gqa=True,
+            mqa=True,
+            kdim_vdim=True,
+            value_dim=True,
+            head_dim=True,
+            output_dim=True,
+            bias_free=True,
+            custom_scale=True,
+            gradients=True,
             precision=(common.FLOAT64_PRECISION,),
             notes="layer = reference projections around the kernel; one mask argument: an array or 'causal' "
             "(bottom-right), not both; float64 attention computed in float32",
         )
 
-    def dot_product_attention(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-                              scale: float | None, dtype: str) -> Array:
+    def dot_product_attention(
+        self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool, scale: float | None, dtype: str
+    ) -> Array:
         m = mlx_mask(mask, causal, dtype)
         out = sdpa(*(common.to_mlx(a, dtype) for a in (q, k, v)), m, scale)
         return common.to_numpy(out, dtype)
 
-    def native_mask_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                              native_mask: Array) -> AttentionOutputs:
+    def native_mask_attention(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, native_mask: Array
+    ) -> AttentionOutputs:
         """The layer with `native_mask (B, T, S)` handed to MLX's `mask` as `(B, 1, T, S)` (bool or float)."""
         return self.kernel_layer(inputs, weights, dtype, np.asarray(native_mask)[:, None])
 
-    def dot_product_attention_vjp(self, q: Array, k: Array, v: Array, mask: Array | None, causal: bool,
-                                  scale: float | None, dtype: str, cotangent: Array) -> dict[str, Array]:
+    def dot_product_attention_vjp(
+        self,
+        q: Array,
+        k: Array,
+        v: Array,
+        mask: Array | None,
+        causal: bool,
+        scale: float | None,
+        dtype: str,
+        cotangent: Array,
+    ) -> dict[str, Array]:
         """`mx.vjp` of the kernel with respect to q, k, v for `cotangent (B, H, T, D_v)`."""
         m = mlx_mask(mask, causal, dtype)
         primals = [common.to_mlx(a, dtype) for a in (q, k, v)]
-        _, grads = common.mx().vjp(lambda q_, k_, v_: sdpa(q_, k_, v_, m, scale), primals,
-                                   [common.to_mlx(round_to(cotangent, dtype), dtype)])
+        _, grads = common.mx().vjp(
+            lambda q_, k_, v_: sdpa(q_, k_, v_, m, scale), primals, [common.to_mlx(round_to(cotangent, dtype), dtype)]
+        )
         return {n: common.to_numpy(g, dtype) for n, g in zip(("q", "k", "v"), grads, strict=True)}
 
-    def multi_head_attention_vjp(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str,
-                                 cotangent: Array) -> dict[str, Array]:
+    def multi_head_attention_vjp(
+        self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str, cotangent: Array
+    ) -> dict[str, Array]:
         """Gradients of the layer (MLX projections around the kernel) in the canonical layout."""
         m_x = common.mx()
         names = ["query", "key", "value", *weights.arrays()]
@@ -110,6 +136,7 @@ class MlxSDPA(KernelAdapterBase):
             out = m_x.einsum("bhtd,hde->bte", o, p["output_kernel"])
             return out if "output_bias" not in p else out + p["output_bias"]
 
-        _, grads = m_x.vjp(layer, [common.to_mlx(a, dtype) for a in arrays],
-                           [common.to_mlx(round_to(cotangent, dtype), dtype)])
+        _, grads = m_x.vjp(
+            layer, [common.to_mlx(a, dtype) for a in arrays], [common.to_mlx(round_to(cotangent, dtype), dtype)]
+        )
         return {n: common.to_numpy(g, dtype) for n, g in zip(names, grads, strict=True)}
