@@ -37,6 +37,16 @@ FLOAT64_PRECISION = (
     "(https://github.com/ml-explore/mlx/blob/main/mlx/fast.h); measured with mlx 0.32.4 on the CPU",
 )
 
+#: Before mlx 0.29.3 the CPU's `mx.addmm` (a Linear with a bias) takes float32 only. Measured with
+#: mlx 0.27.1, 0.28.0, 0.29.0, 0.29.1, 0.29.2 (raises; on 0.27.1 inside a lazy evaluation it aborts the
+#: process) and 0.29.3, 0.29.4, 0.30.6, 0.31.2, 0.32.4 (runs).
+ADDMM_FLOAT32_ONLY = "<0.29.3"
+ADDMM_LIMIT = (
+    "'[AddMM::eval_cpu] Currently only supports float32.' from the biased Linear projections (mx.addmm) on the "
+    "CPU before mlx 0.29.3 (measured 0.27.1 to 0.29.2; the check came with "
+    "https://github.com/ml-explore/mlx/pull/1814); on 0.27.1 the error aborts the process"
+)
+
 _configured = False
 
 

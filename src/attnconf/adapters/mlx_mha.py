@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _mlx_common as common
-from attnconf.adapters.support import AdapterBase, one_bias_switch
+from attnconf.adapters.support import AdapterBase, one_bias_switch, release_in
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
-from attnconf.reference._checks import invalid
+from attnconf.reference._checks import FLOAT_DTYPES, invalid
 from attnconf.reference.precision import round_to
 
 Array = np.ndarray[Any, Any]
@@ -85,7 +85,13 @@ class MlxMHA(AdapterBase):
 
     @classmethod
     def _capabilities(cls) -> Capabilities:
+        """From the installed mlx's release (package metadata; nothing is imported)."""
+        # the biased projections raise for every dtype but float32 before mlx 0.29.3 (ADDMM_LIMIT)
+        old = release_in("mlx", common.ADDMM_FLOAT32_ONLY)
+        limited = ("float64", "float16", "bfloat16") if old else ()
         return Capabilities(
+            dtypes=frozenset(FLOAT_DTYPES) - set(limited),
+            limits=tuple((d, common.ADDMM_LIMIT) for d in limited),
             level="layer",
             causal=False,
             causal_alignment=None,
@@ -101,7 +107,7 @@ class MlxMHA(AdapterBase):
             custom_scale=False,
             weight_round_trip=True,
             gradients=True,
-            precision=(common.FLOAT64_PRECISION,),
+            precision=() if old else (common.FLOAT64_PRECISION,),
             notes="one bias switch (all four biases or none); additive mask (finfo.min where hidden); no causal "
             "flag, scale fixed at 1/sqrt(D_k); float64 attention computed in float32 (its SDPA kernel)",
         )
