@@ -34,7 +34,7 @@ FLOAT64_PRECISION = (
     "mx.fast.scaled_dot_product_attention computes its softmax in float32 whatever the input precision "
     "(documented in its docstring: https://ml-explore.github.io/mlx/build/html/python/_autosummary/"
     "mlx.core.fast.scaled_dot_product_attention.html) and takes its scale as a C++ float "
-    "(https://github.com/ml-explore/mlx/blob/main/mlx/fast.h); measured with mlx 0.32.4 on the CPU",
+    "(https://github.com/ml-explore/mlx/blob/main/mlx/fast.h); measured with mlx 0.27.1 and 0.32.4 on the CPU",
 )
 
 #: Before mlx 0.29.3 the CPU's `mx.addmm` (a Linear with a bias) takes float32 only. Measured with
