@@ -106,3 +106,18 @@ def test_weight_layout_round_trips_and_matches_the_linear_convention() -> None:
         np.testing.assert_array_equal(getattr(back, name), array)
     with pytest.raises(ValueError, match="H_kv = H"):
         mlx_mha.to_native(AttentionWeights(w.query_kernel, w.key_kernel[:, :1], w.value_kernel[:, :1], w.output_kernel))
+
+
+@pytest.mark.parametrize(("release", "clamped"), [("0.30.4", True), ("0.30.5", False)])
+def test_kernel_notes_the_older_causal_alignment(monkeypatch: pytest.MonkeyPatch, release: str, clamped: bool) -> None:
+    """mask="causal" with T > S was top-left before mlx 0.30.5 (measured; ml-explore/mlx#2967)."""
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: release if d == "mlx" else real(d))
+    lazy_capabilities.clear(mlx_sdpa.MlxSDPA)
+    try:
+        caps = mlx_sdpa.MlxSDPA.capabilities
+        assert caps.causal_alignment == "bottom_right"
+        assert ("top-left when T > S" in caps.notes) is clamped
+    finally:
+        monkeypatch.undo()
+        lazy_capabilities.clear(mlx_sdpa.MlxSDPA)

@@ -19,7 +19,9 @@ logit scale is fixed at 1/sqrt(D_k). Mask: the layer documents an additive mask 
 boolean mask `(B, T, S)` becomes `(B, 1, T, S)` holding 0 (may attend) or `mx.finfo(dtype).min`,
 the value of MLX's own `MultiHeadAttention.create_additive_causal_mask`. No causal flag: the layer's
 only causal helper is that square `(N, N)` mask, so causal attention is left to the kernel adapter.
-No attention dropout. Returns no weights.
+No attention dropout. Returns no weights. Before mlx 0.29.3 a biased layer runs in float32 only
+(`_mlx_common.ADDMM_LIMIT`); the adapter refuses the other dtypes with that reason
+(NotImplementedError) rather than call mlx, whose error aborts the process on 0.27.1.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ class MlxMHA(AdapterBase):
         import mlx.nn as nn
 
         bias = one_bias_switch(w, API, "bias")
+        limit = self.capabilities.limit(dtype)
+        if bias and limit is not None:  # refused here: on mlx 0.27.1 the framework's error aborts the process
+            raise NotImplementedError(f"{API} with bias=True in {dtype} on this mlx: {limit}")
         native = to_native(w)
         H = w.num_heads
         key = (w.query_dim, w.key_dim, w.value_dim, H, w.key_head_dim, w.value_head_dim, w.output_dim, bias, dtype)

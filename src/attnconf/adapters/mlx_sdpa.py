@@ -7,7 +7,8 @@ an additive array, or the string ``"causal"``:
 
     mask (B, H, T, S) bool  -> mask (B, H, T, S) bool   unchanged
     causal                  -> mask="causal"            lower-right aligned (MLX docs; measured:
-                                                        bottom_right, the last query sees the last key)
+                                                        bottom_right, the last query sees the last key;
+                                                        before 0.30.5 top-left when T > S, mlx#2967)
     mask and causal         -> refused (one `mask` argument: causal_with_mask=False)
     scale                   -> scale                    a required argument: None passes 1/sqrt(D_k),
                                                         the value MLX's docs give as the typical one
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters import _mlx_common as common
-from attnconf.adapters.support import KernelAdapterBase
+from attnconf.adapters.support import KernelAdapterBase, release_in
 from attnconf.contract import AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
 from attnconf.reference.precision import round_to
 
@@ -63,6 +64,12 @@ class MlxSDPA(KernelAdapterBase):
 
     @classmethod
     def _capabilities(cls) -> Capabilities:
+        """From the installed mlx's release (package metadata; nothing is imported)."""
+        # mask="causal" with T > S: top-left (the offset S - T clamped at 0) before 0.30.5, bottom-right from
+        # 0.30.5 (ml-explore/mlx#2967); measured on 0.27.1-0.30.4 and 0.30.5-0.32.4. T <= S: bottom-right on
+        # all. The chapters skip causal T > S under bottom-right (fully masked rows), so both conform; the
+        # audit's causal_alignment scenario reports the older releases as inconsistent.
+        clamped = release_in("mlx", "<0.30.5")
         return Capabilities(
             level="kernel",
             causal=True,
@@ -80,7 +87,12 @@ class MlxSDPA(KernelAdapterBase):
             gradients=True,
             precision=(common.FLOAT64_PRECISION,),
             notes="layer = reference projections around the kernel; one mask argument: an array or 'causal' "
-            "(bottom-right), not both; float64 attention computed in float32",
+            "(bottom-right), not both; float64 attention computed in float32"
+            + (
+                "; this mlx aligns 'causal' top-left when T > S (bottom-right from 0.30.5, ml-explore/mlx#2967)"
+                if clamped
+                else ""
+            ),
         )
 
     def dot_product_attention(
