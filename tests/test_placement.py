@@ -114,10 +114,12 @@ def test_traits_fill_defaults_and_read_proxies(pool: WorkerPool) -> None:
         RemoteAdapter("test_placement:Bare", NumpyAdapter, pool)
 
 
-def test_a_worker_adapter_takes_keyword_arguments(pool: WorkerPool) -> None:
+def test_a_worker_adapter_takes_keyword_arguments(pool: WorkerPool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The convention methods take keywords (`window=`, `layout=`, `cache_lengths=`): they cross to the worker."""
     import numpy as np
 
+    tests = str(Path(__file__).parent)  # the worker imports this module by its path
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
     from attnconf.reference import rotary_embedding, scaled_dot_product_attention
 
     adapter, _ = placement.open_adapter(handle(Grouped), pool, "auto")

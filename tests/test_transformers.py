@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from attnconf.adapters import registry, transformers_bert, transformers_llama
+from attnconf.adapters import registry, transformers_bert, transformers_llama, transformers_rotary
 
 ADAPTERS = [
     transformers_bert.BertSelfAttentionEager,
@@ -42,9 +42,14 @@ def _registered() -> dict[str, importlib.metadata.EntryPoint]:
     }
 
 
+#: The rotary helpers (level "rotary", issue 17's conventions) are registered under the same prefix.
+ROTARY = [transformers_rotary.HFLlamaRotary, transformers_rotary.HFGPTNeoXRotary, transformers_rotary.HFCohereRotary,
+          transformers_rotary.HFGPTJRotary]
+
+
 def test_entry_points_name_every_adapter() -> None:
     assert {name: ep.value for name, ep in _registered().items()} == {
-        c.name: f"{c.__module__}:{c.__name__}" for c in ADAPTERS
+        c.name: f"{c.__module__}:{c.__name__}" for c in [*ADAPTERS, *ROTARY]
     }
 
 
