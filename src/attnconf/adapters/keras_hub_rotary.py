@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from attnconf.adapters._keras_common import backend_settings, keras3, numpy_of
-from attnconf.contract import AdapterBase, AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
+from attnconf.adapters.support import RotaryAdapterBase
+from attnconf.contract import Capabilities
 from attnconf.reference._checks import FLOAT_DTYPES, invalid
 
 Array = np.ndarray[Any, Any]
@@ -34,7 +35,7 @@ FLOAT64_IN_FLOAT32 = (
 )
 
 
-class KerasHubRotary(AdapterBase):
+class KerasHubRotary(RotaryAdapterBase):
     """`keras_hub.layers.RotaryEmbedding` on the torch backend."""
 
     name = "keras_hub.layers.RotaryEmbedding"
@@ -61,9 +62,6 @@ class KerasHubRotary(AdapterBase):
             notes="keras-hub RotaryEmbedding(max_wavelength=theta, sequence_axis=2) on Keras's torch backend",
         )
 
-    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
-        """Not an attention: a rotary embedding only (``level="rotary"``)."""
-        raise NotImplementedError(f"{self.name} is a rotary embedding (level='rotary'), not an attention layer")
 
     def rotary_embedding(
         self,

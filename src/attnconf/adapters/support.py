@@ -24,7 +24,7 @@ from attnconf.reference._checks import invalid
 from attnconf.reference.attention import output_projection, project_heads
 
 __all__ = [
-    "BIASES", "AdapterBase", "KernelAdapterBase", "distribution_versions", "installed_version", "lazy_capabilities",
+    "BIASES", "AdapterBase", "KernelAdapterBase", "RotaryAdapterBase", "distribution_versions", "installed_version", "lazy_capabilities",
     "one_bias_switch", "present_biases", "release_in",
 ]
 
@@ -95,3 +95,14 @@ class KernelAdapterBase(AdapterBase):
         heads = np.asarray(self.dot_product_attention(q, k, v, mask, inputs.causal, inputs.scale, dtype))
         return AttentionOutputs(output=output_projection(heads, weights.output_kernel, weights.output_bias, dtype),
                                 weights=None)
+
+
+class RotaryAdapterBase(AdapterBase):
+    """An adapter of ``level="rotary"``: a rotary position embedding (`rotary_embedding`), no attention.
+
+    The attention chapters and scenarios skip it; `multi_head_attention`, which the `Adapter`
+    protocol names, refuses with the reason if anything calls it."""
+
+    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
+        """Not an attention: a rotary embedding only (``level="rotary"``)."""
+        raise NotImplementedError(f"{self.name} is a rotary embedding (level='rotary'), not an attention layer")

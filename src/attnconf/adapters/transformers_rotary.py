@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from attnconf.adapters import _torch
-from attnconf.contract import AdapterBase, AttentionInputs, AttentionOutputs, AttentionWeights, Capabilities
+from attnconf.adapters.support import RotaryAdapterBase
+from attnconf.contract import Capabilities
 from attnconf.reference._checks import FLOAT_DTYPES, invalid
 
 Array = np.ndarray[Any, Any]
@@ -56,7 +57,7 @@ def _torch_inputs(x: Array, positions: Array, dtype: str) -> tuple[Any, Any]:
     return _torch.tensor(x, dtype), t.from_numpy(np.ascontiguousarray(pos))
 
 
-class HFRotaryBase(AdapterBase):
+class HFRotaryBase(RotaryAdapterBase):
     """What the transformers rotary adapters share: identity, capabilities, the call around `_rotate`."""
 
     framework = "torch"
@@ -86,9 +87,6 @@ class HFRotaryBase(AdapterBase):
             + ("" if cls.any_theta else "; base 10000 only (fixed in the model's code)"),
         )
 
-    def multi_head_attention(self, inputs: AttentionInputs, weights: AttentionWeights, dtype: str) -> AttentionOutputs:
-        """Not an attention: a rotary embedding only (``level="rotary"``)."""
-        raise NotImplementedError(f"{self.name} is a rotary embedding (level='rotary'), not an attention layer")
 
     def _rotate(self, x: Any, pos: Any, rotary_dim: int, theta: float) -> Any:
         raise NotImplementedError

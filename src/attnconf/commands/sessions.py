@@ -415,13 +415,14 @@ class _Session:
         """The fields of `h`'s summary entry that the session itself says: time, log, memory, session."""
         started = self.progress.started
         seconds = self.progress.seconds(h.name, self.wall_start) if h.name in started else time.monotonic() - self.start
+        t = traits(h.obj)
         e = {
             "name": h.name,
             "spec": h.spec,
             "seconds": round(seconds, 2),
             "log": f"logs/{self.log.name}",
-            "framework": traits(h.obj).framework,
-            "api": traits(h.obj).api,
+            "framework": t.framework,
+            "api": t.api,
             "session": [x.name for x in self.handles],
         }
         peak = max(self.peaks.get(h.name, 0), self.peaks.get("", 0) if started[:1] == [h.name] else 0)

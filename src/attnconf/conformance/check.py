@@ -77,9 +77,7 @@ class Checker:
 
         Inputs and outputs stay in `dtype`; the same-precision reference, the error model and
         the derived tolerances use this."""
-        caps = self.adapter.capabilities
-        accuracy = getattr(caps, "accuracy", None)
-        return accuracy(self.dtype) if accuracy is not None else self.dtype
+        return str(self.adapter.capabilities.accuracy(self.dtype))
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         """The short form Hypothesis prints in a falsifying example."""
@@ -129,8 +127,7 @@ class Checker:
         output and of the weights (`multi_head_attention_error_bound`), on the rounded inputs."""
         x, w = inputs.astype(self.dtype), weights.astype(self.dtype)
         precision, alignment = self.precision, self.alignment
-        scale_accuracy = getattr(self.adapter.capabilities, "scale_accuracy", None)
-        scale_dtype = scale_accuracy(self.dtype) if scale_accuracy is not None else None
+        scale_dtype = self.adapter.capabilities.scale_accuracy(self.dtype)
 
         def compute() -> AttentionOutputs:
             return multi_head_attention_error_bound(x, w, dtype=precision, alignment=alignment,  # type: ignore[arg-type]
